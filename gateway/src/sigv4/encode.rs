@@ -1,0 +1,273 @@
+//! Percent-encoding and path normalization as SigV4 defines them.
+//!
+//! Canonical pieces are written to a [`Sink`]: a hasher on the hot path (no buffer is
+//! built), a `Vec<u8>` when the caller needs the text (a mismatch report, a test).
+
+use sha2::Digest;
+
+/// Where canonical bytes go.
+pub(crate) trait Sink {
+    fn put(&mut self, bytes: &[u8]);
+}
+
+impl Sink for Vec<u8> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.extend_from_slice(bytes);
+    }
+}
+
+impl Sink for sha2::Sha256 {
+    fn put(&mut self, bytes: &[u8]) {
+        self.update(bytes);
+    }
+}
+
+const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+
+/// RFC 3986 unreserved characters, the only ones SigV4 leaves unencoded.
+pub(crate) fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn put_escaped(out: &mut impl Sink, b: u8) {
+    out.put(&[b'%', HEX_UPPER[usize::from(b >> 4)], HEX_UPPER[usize::from(b & 0xf)]]);
+}
+
+/// Writes `input` with every byte but `keep` ones percent-encoded (uppercase hex), in
+/// runs so a hasher sees few calls.
+fn encode_with(input: &[u8], out: &mut impl Sink, keep: impl Fn(&[u8], usize) -> bool) {
+    let mut start = 0;
+    for (i, &b) in input.iter().enumerate() {
+        if !keep(input, i) {
+            out.put(input.get(start..i).unwrap_or_default());
+            put_escaped(out, b);
+            start = i + 1;
+        }
+    }
+    out.put(input.get(start..).unwrap_or_default());
+}
+
+/// Strict SigV4 encoding: everything but unreserved characters (and `/` when `keep_slash`).
+/// Used for query keys and values and, on top of the path as received, for the
+/// double-encoded paths of non-S3 services.
+pub(crate) fn encode_strict(input: &[u8], keep_slash: bool, out: &mut impl Sink) {
+    encode_with(input, out, |s, i| {
+        s.get(i).is_some_and(|&b| is_unreserved(b) || (keep_slash && b == b'/'))
+    });
+}
+
+/// S3 paths are signed as sent: existing `%XX` escapes and characters legal in a URI path
+/// stay as they are; only bytes that cannot appear in a request target (space, controls,
+/// non-ASCII, a stray `%`) are encoded, as a signer would have had to send them.
+pub(crate) fn encode_s3_path(input: &[u8], out: &mut impl Sink) {
+    encode_with(input, out, |s, i| match s.get(i) {
+        Some(b'%') => {
+            s.get(i + 1).and_then(|&b| hex_val(b)).is_some() && s.get(i + 2).and_then(|&b| hex_val(b)).is_some()
+        }
+        Some(&b) => {
+            is_unreserved(b)
+                || matches!(
+                    b,
+                    b'/' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'@'
+                )
+        }
+        None => false,
+    });
+}
+
+/// Decodes `%XX` escapes and, as form encoding does, `+` as a space. Malformed escapes are
+/// kept literally (so they are re-encoded as `%25..`), matching the AWS signers.
+pub(crate) fn decode_query_component(input: &str) -> std::borrow::Cow<'_, [u8]> {
+    let b = input.as_bytes();
+    if !b.iter().any(|&c| c == b'%' || c == b'+') {
+        return std::borrow::Cow::Borrowed(b);
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        match c {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hi = b.get(i + 1).and_then(|&h| hex_val(h));
+                let lo = b.get(i + 2).and_then(|&l| hex_val(l));
+                if let (Some(hi), Some(lo)) = (hi, lo) {
+                    out.push(hi << 4 | lo);
+                    i += 3;
+                    continue;
+                }
+                out.push(b'%');
+            }
+            _ => out.push(c),
+        }
+        i += 1;
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Percent-decodes a query component and re-encodes it strictly: the canonical form of a
+/// query key or value.
+pub(crate) fn canonical_query_component(input: &str) -> Vec<u8> {
+    let decoded = decode_query_component(input);
+    let mut out = Vec::with_capacity(decoded.len() + 8);
+    encode_strict(&decoded, false, &mut out);
+    out
+}
+
+/// RFC 3986 §5.2.4 dot-segment removal plus collapsing of empty segments, as SigV4 does for
+/// non-S3 services. Works on the path as received (escapes are not decoded).
+pub(crate) fn normalize_path(path: &str) -> std::borrow::Cow<'_, str> {
+    if path.is_empty() {
+        return "/".into();
+    }
+    let needs_work = !path.starts_with('/') || path.contains("//") || path.split('/').any(|s| s == "." || s == "..");
+    if !needs_work {
+        return path.into();
+    }
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(path.len() + 1);
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    let trailing = ["/", "/.", "/.."].iter().any(|end| path.ends_with(end));
+    if out.is_empty() || trailing {
+        out.push('/');
+    }
+    out.into()
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        out.push(char::from(b"0123456789abcdef"[usize::from(b & 0xf)]));
+    }
+    out
+}
+
+/// Writes lowercase hex of `bytes` to a sink without allocating.
+pub(crate) fn put_hex(out: &mut impl Sink, bytes: &[u8; 32]) {
+    let mut buf = [0u8; 64];
+    for (pair, &b) in buf.chunks_exact_mut(2).zip(bytes) {
+        if let [hi, lo] = pair {
+            *hi = b"0123456789abcdef"[usize::from(b >> 4)];
+            *lo = b"0123456789abcdef"[usize::from(b & 0xf)];
+        }
+    }
+    out.put(&buf);
+}
+
+/// Decodes exactly `N` bytes of hex (either case).
+pub(crate) fn decode_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    let b = s.as_bytes();
+    if b.len() != N * 2 {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
+        let (hi, lo) = match pair {
+            [h, l] => (hex_val(*h)?, hex_val(*l)?),
+            _ => return None,
+        };
+        *o = hi << 4 | lo;
+    }
+    Some(out)
+}
+
+/// Decodes hex of any even length (either case).
+pub(crate) fn decode_hex_vec(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    if b.len() % 2 != 0 {
+        return None;
+    }
+    b.chunks_exact(2)
+        .map(|pair| match pair {
+            [h, l] => Some(hex_val(*h)? << 4 | hex_val(*l)?),
+            _ => None,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(f: impl FnOnce(&mut Vec<u8>)) -> String {
+        let mut v = Vec::new();
+        f(&mut v);
+        String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn strict_encoding() {
+        assert_eq!(s(|o| encode_strict(b"/a b/%3A~", true, o)), "/a%20b/%253A~");
+        assert_eq!(s(|o| encode_strict("ሴ".as_bytes(), false, o)), "%E1%88%B4");
+        assert_eq!(s(|o| encode_strict(b"a/b", false, o)), "a%2Fb");
+    }
+
+    #[test]
+    fn s3_encoding_keeps_escapes() {
+        assert_eq!(s(|o| encode_s3_path(b"/a%3Ab/c d/%zz:@", o)), "/a%3Ab/c%20d/%25zz:@");
+    }
+
+    #[test]
+    fn query_components() {
+        assert_eq!(canonical_query_component("%E1%88%B4"), b"%E1%88%B4");
+        assert_eq!(canonical_query_component("ሴ"), b"%E1%88%B4");
+        assert_eq!(canonical_query_component("a+b%20c"), b"a%20b%20c");
+        assert_eq!(canonical_query_component("%zz%4"), b"%25zz%254");
+        assert_eq!(canonical_query_component("%e1%88%b4"), b"%E1%88%B4");
+    }
+
+    #[test]
+    fn normalization() {
+        for (input, want) in [
+            ("", "/"),
+            ("/", "/"),
+            ("/example/..", "/"),
+            ("/example1/example2/../..", "/"),
+            ("//", "/"),
+            ("/./", "/"),
+            ("/./example", "/example"),
+            ("//example//", "/example/"),
+            ("/foo/bar/.", "/foo/bar/"),
+            ("/foo/bar/..", "/foo/"),
+            ("/../foo", "/foo"),
+            ("foo", "/foo"),
+            ("/a.b/c..d", "/a.b/c..d"),
+        ] {
+            assert_eq!(normalize_path(input), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn hex_round_trip() {
+        let bytes: [u8; 32] = core::array::from_fn(|i| (i * 37) as u8);
+        let h = hex(&bytes);
+        assert_eq!(decode_hex::<32>(&h), Some(bytes));
+        assert_eq!(decode_hex::<32>(&h.to_uppercase()), Some(bytes));
+        assert_eq!(s(|o| put_hex(o, &bytes)), h);
+        assert_eq!(decode_hex::<32>("zz"), None);
+        assert_eq!(decode_hex_vec("0aFF"), Some(vec![10, 255]));
+        assert_eq!(decode_hex_vec("0aF"), None);
+    }
+}
