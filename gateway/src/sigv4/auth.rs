@@ -1,0 +1,425 @@
+//! Parsing the signature out of a request: the `Authorization` header or the presigned
+//! query parameters. Only the structure is checked here; nothing needs the secret yet.
+
+use std::borrow::Cow;
+
+use http::HeaderMap;
+
+use super::encode::{decode_hex, decode_hex_vec, decode_query_component};
+use super::{AmzTime, Rejection, Request};
+
+/// The signing algorithm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Algorithm {
+    /// SigV4, `AWS4-HMAC-SHA256`.
+    V4,
+    /// SigV4a, `AWS4-ECDSA-P256-SHA256`.
+    V4a,
+}
+
+impl Algorithm {
+    /// The name as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::V4 => "AWS4-HMAC-SHA256",
+            Algorithm::V4a => "AWS4-ECDSA-P256-SHA256",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, Rejection> {
+        match s {
+            "AWS4-HMAC-SHA256" => Ok(Algorithm::V4),
+            "AWS4-ECDSA-P256-SHA256" => Ok(Algorithm::V4a),
+            other => Err(Rejection::incomplete(format!(
+                "Unsupported signing algorithm '{}': sign with AWS Signature Version 4 (AWS4-HMAC-SHA256) \
+                 or SigV4a (AWS4-ECDSA-P256-SHA256).",
+                printable(other)
+            ))),
+        }
+    }
+}
+
+/// Where the signature was carried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Location {
+    /// The `Authorization` header.
+    Header,
+    /// Presigned query parameters.
+    Query,
+}
+
+/// The signature as sent.
+#[derive(Clone, Debug)]
+pub(crate) enum SignatureBytes {
+    V4([u8; 32]),
+    V4a(Vec<u8>),
+}
+
+/// A request's signature, parsed and checked for shape: who claims to have signed it, for
+/// which scope and time, over which headers.
+#[derive(Clone, Debug)]
+pub struct ParsedAuth<'r> {
+    pub(crate) algorithm: Algorithm,
+    pub(crate) location: Location,
+    /// `AKID/date/region/service/aws4_request`, as sent (decoded when presigned); the
+    /// ranges below index into it.
+    pub(crate) credential: Cow<'r, str>,
+    pub(crate) parts: CredentialParts,
+    pub(crate) region_set: Option<Cow<'r, str>>,
+    pub(crate) signed_headers: Cow<'r, str>,
+    pub(crate) signature: SignatureBytes,
+    pub(crate) time: AmzTime,
+    pub(crate) expires: Option<i64>,
+    pub(crate) session_token: Option<Cow<'r, str>>,
+}
+
+impl<'r> ParsedAuth<'r> {
+    /// The access key id the caller claims.
+    pub fn access_key_id(&self) -> &str {
+        self.credential.get(..self.parts.akid_end).unwrap_or("")
+    }
+
+    /// `date/region/service/aws4_request` (SigV4a: `date/service/aws4_request`).
+    pub fn scope(&self) -> &str {
+        self.credential.get(self.parts.akid_end + 1..).unwrap_or("")
+    }
+
+    /// The date of the credential scope, `YYYYMMDD`.
+    pub fn scope_date(&self) -> &str {
+        self.credential.get(self.parts.date.clone()).unwrap_or("")
+    }
+
+    /// The region of the credential scope (`None` for SigV4a, which signs a region set).
+    pub fn region(&self) -> Option<&str> {
+        self.parts.region.clone().and_then(|r| self.credential.get(r))
+    }
+
+    /// The SigV4a region set, as signed.
+    pub fn region_set(&self) -> Option<&str> {
+        self.region_set.as_deref()
+    }
+
+    /// The session token, if the caller sent one (STS credentials).
+    pub fn session_token(&self) -> Option<&str> {
+        self.session_token.as_deref()
+    }
+
+    /// The algorithm.
+    pub fn algorithm(&self) -> Algorithm {
+        self.algorithm
+    }
+
+    /// Header or query signing.
+    pub fn location(&self) -> Location {
+        self.location
+    }
+
+    /// The request time the caller signed.
+    pub fn time(&self) -> AmzTime {
+        self.time
+    }
+
+    /// The service of the credential scope.
+    pub fn service(&self) -> &str {
+        self.credential.get(self.parts.service.clone()).unwrap_or("")
+    }
+
+    /// The signed header names, in order.
+    pub fn signed_headers(&self) -> impl Iterator<Item = &str> {
+        self.signed_headers.split(';')
+    }
+}
+
+/// Presigned-query parameter names (case-sensitive, as AWS treats them).
+const Q_ALGORITHM: &str = "X-Amz-Algorithm";
+const Q_CREDENTIAL: &str = "X-Amz-Credential";
+const Q_DATE: &str = "X-Amz-Date";
+const Q_EXPIRES: &str = "X-Amz-Expires";
+const Q_SIGNED_HEADERS: &str = "X-Amz-SignedHeaders";
+/// The query parameter carrying a presigned signature; left out of the canonical query.
+pub(crate) const Q_SIGNATURE: &str = "X-Amz-Signature";
+
+/// Splits a raw query into `(key, value)` pairs as sent, skipping empty pieces.
+pub(crate) fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
+    query.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, "")))
+}
+
+/// Shows at most 64 characters of caller input, escaped, in an error message.
+pub(crate) fn printable(s: &str) -> String {
+    let mut out: String = s.chars().take(64).flat_map(char::escape_debug).collect();
+    if s.chars().nth(64).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
+fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, Rejection> {
+    let mut values = headers.get_all(name).iter();
+    let Some(first) = values.next() else { return Ok(None) };
+    if values.next().is_some() {
+        return Err(Rejection::incomplete(format!("The request carries more than one '{name}' header; send exactly one.")));
+    }
+    first
+        .to_str()
+        .map(|v| Some(v.trim()))
+        .map_err(|_| Rejection::incomplete(format!("The '{name}' header is not valid ASCII.")))
+}
+
+struct PresignParams<'r> {
+    algorithm: Option<Cow<'r, str>>,
+    credential: Option<Cow<'r, str>>,
+    date: Option<Cow<'r, str>>,
+    expires: Option<Cow<'r, str>>,
+    signed_headers: Option<Cow<'r, str>>,
+    signature: Option<Cow<'r, str>>,
+    token: Option<Cow<'r, str>>,
+    region_set: Option<Cow<'r, str>>,
+}
+
+fn decoded_str(raw: &str) -> Result<Cow<'_, str>, Rejection> {
+    match decode_query_component(raw) {
+        Cow::Borrowed(_) => Ok(Cow::Borrowed(raw)),
+        Cow::Owned(bytes) => String::from_utf8(bytes)
+            .map(Cow::Owned)
+            .map_err(|_| Rejection::incomplete("A presigned query parameter is not valid UTF-8 once decoded.")),
+    }
+}
+
+fn presign_params<'r>(query: &'r str, max_params: usize) -> Result<Option<PresignParams<'r>>, Rejection> {
+    let mut p = PresignParams {
+        algorithm: None,
+        credential: None,
+        date: None,
+        expires: None,
+        signed_headers: None,
+        signature: None,
+        token: None,
+        region_set: None,
+    };
+    let mut any = false;
+    for (n, (raw_key, raw_value)) in query_pairs(query).enumerate() {
+        if n >= max_params {
+            return Err(Rejection::incomplete(format!(
+                "The query string has more than {max_params} parameters, the most this gateway accepts."
+            )));
+        }
+        let key = decode_query_component(raw_key);
+        let slot = match &*key {
+            b"X-Amz-Algorithm" => &mut p.algorithm,
+            b"X-Amz-Credential" => &mut p.credential,
+            b"X-Amz-Date" => &mut p.date,
+            b"X-Amz-Expires" => &mut p.expires,
+            b"X-Amz-SignedHeaders" => &mut p.signed_headers,
+            b"X-Amz-Signature" => &mut p.signature,
+            b"X-Amz-Security-Token" => &mut p.token,
+            b"X-Amz-Region-Set" => &mut p.region_set,
+            _ => continue,
+        };
+        if slot.is_some() {
+            return Err(Rejection::incomplete(format!(
+                "The query parameter '{}' appears more than once; a presigned URL carries each X-Amz-* parameter once.",
+                String::from_utf8_lossy(&key)
+            )));
+        }
+        *slot = Some(decoded_str(raw_value)?);
+        any = true;
+    }
+    let presigned = p.algorithm.is_some() || p.credential.is_some() || p.signature.is_some();
+    Ok((any && presigned).then_some(p))
+}
+
+fn require<'a>(value: Option<Cow<'a, str>>, name: &str) -> Result<Cow<'a, str>, Rejection> {
+    value.ok_or_else(|| {
+        Rejection::incomplete(format!("The presigned URL lacks the '{name}' query parameter; presign the URL again."))
+    })
+}
+
+/// Parses the signature out of `req`, from the `Authorization` header or the presigned
+/// query. Rejects requests with neither, with both, or with a malformed one.
+pub(crate) fn parse<'r>(req: &Request<'r>, max_query_params: usize) -> Result<ParsedAuth<'r>, Rejection> {
+    let header = single_header(req.headers, "authorization")?;
+    let presign = presign_params(req.query, max_query_params)?;
+    match (header, presign) {
+        (Some(_), Some(_)) => Err(Rejection::incomplete(
+            "The request is signed both in the Authorization header and in the query string; use only one.",
+        )),
+        (None, None) => Err(Rejection::new(
+            super::Code::MissingAuthenticationToken,
+            "Missing Authentication Token: sign the request with AWS Signature Version 4 \
+             (an Authorization header or a presigned URL).",
+        )),
+        (Some(h), None) => parse_header(req, h),
+        (None, Some(p)) => parse_presigned(p),
+    }
+}
+
+fn parse_header<'r>(req: &Request<'r>, value: &'r str) -> Result<ParsedAuth<'r>, Rejection> {
+    let (algorithm, rest) = value.split_once(' ').unwrap_or((value, ""));
+    let algorithm = Algorithm::parse(algorithm)?;
+    let (mut credential, mut signed_headers, mut signature) = (None, None, None);
+    for part in rest.split(',') {
+        let part = part.trim();
+        if part.is_empty() {
+            continue;
+        }
+        let (name, val) = part.split_once('=').unwrap_or((part, ""));
+        let slot = match name {
+            "Credential" => &mut credential,
+            "SignedHeaders" => &mut signed_headers,
+            "Signature" => &mut signature,
+            other => {
+                return Err(Rejection::incomplete(format!(
+                    "Unknown component '{}' in the Authorization header; expected Credential, SignedHeaders and Signature.",
+                    printable(other)
+                )));
+            }
+        };
+        if slot.replace(val).is_some() {
+            return Err(Rejection::incomplete(format!("The Authorization header repeats '{name}'.")));
+        }
+    }
+    let missing = |name: &str| {
+        Rejection::incomplete(format!(
+            "Authorization header requires '{name}' parameter. Authorization={}",
+            printable(value)
+        ))
+    };
+    let credential = credential.ok_or_else(|| missing("Credential"))?;
+    let signed_headers = signed_headers.ok_or_else(|| missing("SignedHeaders"))?;
+    let signature = signature.ok_or_else(|| missing("Signature"))?;
+
+    let time = match single_header(req.headers, "x-amz-date")? {
+        Some(v) => AmzTime::parse_iso(v).ok_or_else(|| {
+            Rejection::incomplete(format!(
+                "X-Amz-Date '{}' is not in the form YYYYMMDD'T'HHMMSS'Z'.",
+                printable(v)
+            ))
+        })?,
+        None => match single_header(req.headers, "date")? {
+            Some(v) => AmzTime::parse_http_date(v).ok_or_else(|| {
+                Rejection::incomplete(format!("The Date header '{}' is not a valid HTTP date.", printable(v)))
+            })?,
+            None => {
+                return Err(Rejection::incomplete(
+                    "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header.",
+                ));
+            }
+        },
+    };
+    let session_token = single_header(req.headers, "x-amz-security-token")?.map(Cow::Borrowed);
+    let region_set = single_header(req.headers, "x-amz-region-set")?.map(Cow::Borrowed);
+    build(algorithm, Location::Header, Cow::Borrowed(credential), Cow::Borrowed(signed_headers), signature, time, None, session_token, region_set)
+}
+
+fn parse_presigned(p: PresignParams<'_>) -> Result<ParsedAuth<'_>, Rejection> {
+    let algorithm = Algorithm::parse(&require(p.algorithm, Q_ALGORITHM)?)?;
+    let credential = require(p.credential, Q_CREDENTIAL)?;
+    let date = require(p.date, Q_DATE)?;
+    let expires = require(p.expires, Q_EXPIRES)?;
+    let signed_headers = require(p.signed_headers, Q_SIGNED_HEADERS)?;
+    let signature = require(p.signature, Q_SIGNATURE)?;
+    let time = AmzTime::parse_iso(&date).ok_or_else(|| {
+        Rejection::incomplete(format!("X-Amz-Date '{}' is not in the form YYYYMMDD'T'HHMMSS'Z'.", printable(&date)))
+    })?;
+    let expires = match expires.parse::<i64>() {
+        Ok(e) if (1..=604_800).contains(&e) && expires.bytes().all(|b| b.is_ascii_digit()) => e,
+        _ => {
+            return Err(Rejection::incomplete(format!(
+                "X-Amz-Expires '{}' must be a whole number of seconds from 1 to 604800 (7 days).",
+                printable(&expires)
+            )));
+        }
+    };
+    build(algorithm, Location::Query, credential, signed_headers, &signature, time, Some(expires), p.token, p.region_set)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build<'r>(
+    algorithm: Algorithm,
+    location: Location,
+    credential: Cow<'r, str>,
+    signed_headers: Cow<'r, str>,
+    signature: &str,
+    time: AmzTime,
+    expires: Option<i64>,
+    session_token: Option<Cow<'r, str>>,
+    region_set: Option<Cow<'r, str>>,
+) -> Result<ParsedAuth<'r>, Rejection> {
+    let signature = match algorithm {
+        Algorithm::V4 => SignatureBytes::V4(decode_hex::<32>(signature).ok_or_else(|| {
+            Rejection::incomplete("The Signature must be 64 hexadecimal digits (HMAC-SHA256).")
+        })?),
+        Algorithm::V4a => {
+            let der = (signature.len() <= 160).then(|| decode_hex_vec(signature)).flatten().ok_or_else(|| {
+                Rejection::incomplete("The Signature must be a hex-encoded DER ECDSA P-256 signature.")
+            })?;
+            SignatureBytes::V4a(der)
+        }
+    };
+    if algorithm == Algorithm::V4a && region_set.as_deref().is_none_or(str::is_empty) {
+        return Err(Rejection::incomplete(
+            "SigV4a requests must carry the region set in X-Amz-Region-Set (header or query parameter).",
+        ));
+    }
+    let parts = split_credential(&credential, algorithm)?;
+    Ok(ParsedAuth {
+        algorithm,
+        location,
+        credential,
+        parts,
+        region_set,
+        signed_headers,
+        signature,
+        time,
+        expires,
+        session_token,
+    })
+}
+
+/// Byte ranges of the credential's pieces.
+#[derive(Clone, Debug)]
+pub(crate) struct CredentialParts {
+    akid_end: usize,
+    date: std::ops::Range<usize>,
+    region: Option<std::ops::Range<usize>>,
+    service: std::ops::Range<usize>,
+}
+
+/// Splits `AKID/date/region/service/aws4_request` (SigV4a: no region) into ranges.
+fn split_credential(credential: &str, algorithm: Algorithm) -> Result<CredentialParts, Rejection> {
+    let expected = match algorithm {
+        Algorithm::V4 => "<access key id>/<YYYYMMDD>/<region>/<service>/aws4_request",
+        Algorithm::V4a => "<access key id>/<YYYYMMDD>/<service>/aws4_request",
+    };
+    let bad = || Rejection::incomplete(format!("Credential '{}' is malformed; expected {expected}.", printable(credential)));
+    let akid_end = credential.find('/').ok_or_else(bad)?;
+    let mut ranges = Vec::with_capacity(5);
+    let mut start = akid_end + 1;
+    for piece in credential.get(start..).ok_or_else(bad)?.split('/') {
+        ranges.push(start..start + piece.len());
+        start += piece.len() + 1;
+    }
+    let text = |r: &std::ops::Range<usize>| credential.get(r.clone()).unwrap_or("");
+    let ok_date = |r: &std::ops::Range<usize>| text(r).len() == 8 && text(r).bytes().all(|b| b.is_ascii_digit());
+    let parts = match (algorithm, ranges.as_slice()) {
+        (Algorithm::V4, [date, region, service, terminal]) => CredentialParts {
+            akid_end,
+            date: date.clone(),
+            region: Some(region.clone()),
+            service: service.clone(),
+        }
+        .checked(ok_date(date) && !region.is_empty() && text(terminal) == "aws4_request"),
+        (Algorithm::V4a, [date, service, terminal]) => {
+            CredentialParts { akid_end, date: date.clone(), region: None, service: service.clone() }
+                .checked(ok_date(date) && text(terminal) == "aws4_request")
+        }
+        _ => None,
+    };
+    parts.filter(|p| akid_end > 0 && !p.service.is_empty()).ok_or_else(bad)
+}
+
+impl CredentialParts {
+    fn checked(self, ok: bool) -> Option<Self> {
+        ok.then_some(self)
+    }
+}

@@ -1,0 +1,122 @@
+//! The canonical request and the string to sign, written to a [`Sink`] so the hot path
+//! hashes them without building them.
+
+use std::borrow::Cow;
+
+use http::HeaderMap;
+use sha2::{Digest, Sha256};
+
+use super::auth::{Q_SIGNATURE, query_pairs};
+use super::encode::{Sink, canonical_query_component, encode_s3_path, encode_strict, is_unreserved, normalize_path, put_hex};
+
+/// Whether a service signs paths the S3 way: as sent, encoded once, not normalized.
+pub fn is_s3_style(service: &str) -> bool {
+    matches!(service, "s3" | "s3-object-lambda" | "s3express")
+}
+
+/// The parts of a canonical request that are computed once per verification.
+pub(crate) struct Canonical<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub s3_style: bool,
+    pub query: Vec<(Cow<'a, [u8]>, Cow<'a, [u8]>)>,
+    pub headers: &'a HeaderMap,
+    pub signed_headers: &'a str,
+    pub payload_hash: &'a str,
+}
+
+fn component(raw: &str) -> Cow<'_, [u8]> {
+    if raw.bytes().all(is_unreserved) { Cow::Borrowed(raw.as_bytes()) } else { Cow::Owned(canonical_query_component(raw)) }
+}
+
+/// The query's canonical `(key, value)` pairs, sorted by key then value; presigned
+/// requests leave out their own signature.
+pub(crate) fn canonical_query(query: &str, presigned: bool) -> Vec<(Cow<'_, [u8]>, Cow<'_, [u8]>)> {
+    if query.is_empty() {
+        return Vec::new();
+    }
+    let mut pairs: Vec<_> = query_pairs(query)
+        .filter(|(k, _)| !(presigned && *k == Q_SIGNATURE))
+        .map(|(k, v)| (component(k), component(v)))
+        .collect();
+    pairs.sort_unstable();
+    pairs
+}
+
+/// Writes a header value trimmed, with runs of spaces collapsed to one.
+fn put_header_value(out: &mut impl Sink, value: &[u8]) {
+    let value = value.trim_ascii();
+    let mut start = 0;
+    let mut prev_space = false;
+    for (i, &b) in value.iter().enumerate() {
+        if b == b' ' && prev_space {
+            out.put(value.get(start..i).unwrap_or_default());
+            start = i + 1;
+        }
+        prev_space = b == b' ';
+    }
+    out.put(value.get(start..).unwrap_or_default());
+}
+
+impl Canonical<'_> {
+    /// Writes the canonical request.
+    pub fn write(&self, out: &mut impl Sink) {
+        out.put(self.method.as_bytes());
+        out.put(b"\n");
+        if self.s3_style {
+            encode_s3_path(if self.path.is_empty() { b"/" } else { self.path.as_bytes() }, out);
+        } else {
+            encode_strict(normalize_path(self.path).as_bytes(), true, out);
+        }
+        out.put(b"\n");
+        for (i, (k, v)) in self.query.iter().enumerate() {
+            if i > 0 {
+                out.put(b"&");
+            }
+            out.put(k);
+            out.put(b"=");
+            out.put(v);
+        }
+        out.put(b"\n");
+        for name in self.signed_headers.split(';') {
+            out.put(name.as_bytes());
+            out.put(b":");
+            for (i, value) in self.headers.get_all(name).iter().enumerate() {
+                if i > 0 {
+                    out.put(b",");
+                }
+                put_header_value(out, value.as_bytes());
+            }
+            out.put(b"\n");
+        }
+        out.put(b"\n");
+        out.put(self.signed_headers.as_bytes());
+        out.put(b"\n");
+        out.put(self.payload_hash.as_bytes());
+    }
+
+    /// SHA-256 of the canonical request.
+    pub fn hash(&self) -> [u8; 32] {
+        let mut h = Sha256::new();
+        self.write(&mut h);
+        h.finalize().into()
+    }
+
+    /// The canonical request as text (for a mismatch report).
+    pub fn text(&self) -> String {
+        let mut v = Vec::with_capacity(256);
+        self.write(&mut v);
+        String::from_utf8_lossy(&v).into_owned()
+    }
+}
+
+/// Writes `ALGORITHM\nTIME\nSCOPE\nHEX(hash)`.
+pub(crate) fn write_string_to_sign(out: &mut impl Sink, algorithm: &str, time_iso: &str, scope: &str, creq_hash: &[u8; 32]) {
+    out.put(algorithm.as_bytes());
+    out.put(b"\n");
+    out.put(time_iso.as_bytes());
+    out.put(b"\n");
+    out.put(scope.as_bytes());
+    out.put(b"\n");
+    put_hex(out, creq_hash);
+}
