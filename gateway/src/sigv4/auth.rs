@@ -91,7 +91,10 @@ impl<'r> ParsedAuth<'r> {
 
     /// The region of the credential scope (`None` for SigV4a, which signs a region set).
     pub fn region(&self) -> Option<&str> {
-        self.parts.region.clone().and_then(|r| self.credential.get(r))
+        self.parts
+            .region
+            .clone()
+            .and_then(|r| self.credential.get(r))
     }
 
     /// The SigV4a region set, as signed.
@@ -121,7 +124,9 @@ impl<'r> ParsedAuth<'r> {
 
     /// The service of the credential scope.
     pub fn service(&self) -> &str {
-        self.credential.get(self.parts.service.clone()).unwrap_or("")
+        self.credential
+            .get(self.parts.service.clone())
+            .unwrap_or("")
     }
 
     /// The signed header names, in order.
@@ -141,7 +146,10 @@ pub(crate) const Q_SIGNATURE: &str = "X-Amz-Signature";
 
 /// Splits a raw query into `(key, value)` pairs as sent, skipping empty pieces.
 pub(crate) fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
-    query.split('&').filter(|p| !p.is_empty()).map(|p| p.split_once('=').unwrap_or((p, "")))
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or((p, "")))
 }
 
 /// Shows at most 64 characters of caller input, escaped, in an error message.
@@ -155,9 +163,13 @@ pub(crate) fn printable(s: &str) -> String {
 
 fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, Rejection> {
     let mut values = headers.get_all(name).iter();
-    let Some(first) = values.next() else { return Ok(None) };
+    let Some(first) = values.next() else {
+        return Ok(None);
+    };
     if values.next().is_some() {
-        return Err(Rejection::incomplete(format!("The request carries more than one '{name}' header; send exactly one.")));
+        return Err(Rejection::incomplete(format!(
+            "The request carries more than one '{name}' header; send exactly one."
+        )));
     }
     first
         .to_str()
@@ -179,13 +191,16 @@ struct PresignParams<'r> {
 fn decoded_str(raw: &str) -> Result<Cow<'_, str>, Rejection> {
     match decode_query_component(raw) {
         Cow::Borrowed(_) => Ok(Cow::Borrowed(raw)),
-        Cow::Owned(bytes) => String::from_utf8(bytes)
-            .map(Cow::Owned)
-            .map_err(|_| Rejection::incomplete("A presigned query parameter is not valid UTF-8 once decoded.")),
+        Cow::Owned(bytes) => String::from_utf8(bytes).map(Cow::Owned).map_err(|_| {
+            Rejection::incomplete("A presigned query parameter is not valid UTF-8 once decoded.")
+        }),
     }
 }
 
-fn presign_params<'r>(query: &'r str, max_params: usize) -> Result<Option<PresignParams<'r>>, Rejection> {
+fn presign_params<'r>(
+    query: &'r str,
+    max_params: usize,
+) -> Result<Option<PresignParams<'r>>, Rejection> {
     let mut p = PresignParams {
         algorithm: None,
         credential: None,
@@ -230,13 +245,18 @@ fn presign_params<'r>(query: &'r str, max_params: usize) -> Result<Option<Presig
 
 fn require<'a>(value: Option<Cow<'a, str>>, name: &str) -> Result<Cow<'a, str>, Rejection> {
     value.ok_or_else(|| {
-        Rejection::incomplete(format!("The presigned URL lacks the '{name}' query parameter; presign the URL again."))
+        Rejection::incomplete(format!(
+            "The presigned URL lacks the '{name}' query parameter; presign the URL again."
+        ))
     })
 }
 
 /// Parses the signature out of `req`, from the `Authorization` header or the presigned
 /// query. Rejects requests with neither, with both, or with a malformed one.
-pub(crate) fn parse<'r>(req: &Request<'r>, max_query_params: usize) -> Result<ParsedAuth<'r>, Rejection> {
+pub(crate) fn parse<'r>(
+    req: &Request<'r>,
+    max_query_params: usize,
+) -> Result<ParsedAuth<'r>, Rejection> {
     let header = single_header(req.headers, "authorization")?;
     let presign = presign_params(req.query, max_query_params)?;
     match (header, presign) {
@@ -275,7 +295,9 @@ fn parse_header<'r>(req: &Request<'r>, value: &'r str) -> Result<ParsedAuth<'r>,
             }
         };
         if slot.replace(val).is_some() {
-            return Err(Rejection::incomplete(format!("The Authorization header repeats '{name}'.")));
+            return Err(Rejection::incomplete(format!(
+                "The Authorization header repeats '{name}'."
+            )));
         }
     }
     let missing = |name: &str| {
@@ -297,7 +319,10 @@ fn parse_header<'r>(req: &Request<'r>, value: &'r str) -> Result<ParsedAuth<'r>,
         })?,
         None => match single_header(req.headers, "date")? {
             Some(v) => AmzTime::parse_http_date(v).ok_or_else(|| {
-                Rejection::incomplete(format!("The Date header '{}' is not a valid HTTP date.", printable(v)))
+                Rejection::incomplete(format!(
+                    "The Date header '{}' is not a valid HTTP date.",
+                    printable(v)
+                ))
             })?,
             None => {
                 return Err(Rejection::incomplete(
@@ -308,7 +333,17 @@ fn parse_header<'r>(req: &Request<'r>, value: &'r str) -> Result<ParsedAuth<'r>,
     };
     let session_token = single_header(req.headers, "x-amz-security-token")?.map(Cow::Borrowed);
     let region_set = single_header(req.headers, "x-amz-region-set")?.map(Cow::Borrowed);
-    build(algorithm, Location::Header, Cow::Borrowed(credential), Cow::Borrowed(signed_headers), signature, time, None, session_token, region_set)
+    build(
+        algorithm,
+        Location::Header,
+        Cow::Borrowed(credential),
+        Cow::Borrowed(signed_headers),
+        signature,
+        time,
+        None,
+        session_token,
+        region_set,
+    )
 }
 
 fn parse_presigned(p: PresignParams<'_>) -> Result<ParsedAuth<'_>, Rejection> {
@@ -319,7 +354,10 @@ fn parse_presigned(p: PresignParams<'_>) -> Result<ParsedAuth<'_>, Rejection> {
     let signed_headers = require(p.signed_headers, Q_SIGNED_HEADERS)?;
     let signature = require(p.signature, Q_SIGNATURE)?;
     let time = AmzTime::parse_iso(&date).ok_or_else(|| {
-        Rejection::incomplete(format!("X-Amz-Date '{}' is not in the form YYYYMMDD'T'HHMMSS'Z'.", printable(&date)))
+        Rejection::incomplete(format!(
+            "X-Amz-Date '{}' is not in the form YYYYMMDD'T'HHMMSS'Z'.",
+            printable(&date)
+        ))
     })?;
     let expires = match expires.parse::<i64>() {
         Ok(e) if (1..=604_800).contains(&e) && expires.bytes().all(|b| b.is_ascii_digit()) => e,
@@ -330,7 +368,17 @@ fn parse_presigned(p: PresignParams<'_>) -> Result<ParsedAuth<'_>, Rejection> {
             )));
         }
     };
-    build(algorithm, Location::Query, credential, signed_headers, &signature, time, Some(expires), p.token, p.region_set)
+    build(
+        algorithm,
+        Location::Query,
+        credential,
+        signed_headers,
+        &signature,
+        time,
+        Some(expires),
+        p.token,
+        p.region_set,
+    )
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -350,9 +398,14 @@ fn build<'r>(
             Rejection::incomplete("The Signature must be 64 hexadecimal digits (HMAC-SHA256).")
         })?),
         Algorithm::V4a => {
-            let der = (signature.len() <= 160).then(|| decode_hex_vec(signature)).flatten().ok_or_else(|| {
-                Rejection::incomplete("The Signature must be a hex-encoded DER ECDSA P-256 signature.")
-            })?;
+            let der = (signature.len() <= 160)
+                .then(|| decode_hex_vec(signature))
+                .flatten()
+                .ok_or_else(|| {
+                    Rejection::incomplete(
+                        "The Signature must be a hex-encoded DER ECDSA P-256 signature.",
+                    )
+                })?;
             SignatureBytes::V4a(der)
         }
     };
@@ -391,7 +444,12 @@ fn split_credential(credential: &str, algorithm: Algorithm) -> Result<Credential
         Algorithm::V4 => "<access key id>/<YYYYMMDD>/<region>/<service>/aws4_request",
         Algorithm::V4a => "<access key id>/<YYYYMMDD>/<service>/aws4_request",
     };
-    let bad = || Rejection::incomplete(format!("Credential '{}' is malformed; expected {expected}.", printable(credential)));
+    let bad = || {
+        Rejection::incomplete(format!(
+            "Credential '{}' is malformed; expected {expected}.",
+            printable(credential)
+        ))
+    };
     let akid_end = credential.find('/').ok_or_else(bad)?;
     let mut ranges = Vec::with_capacity(5);
     let mut start = akid_end + 1;
@@ -400,7 +458,9 @@ fn split_credential(credential: &str, algorithm: Algorithm) -> Result<Credential
         start += piece.len() + 1;
     }
     let text = |r: &std::ops::Range<usize>| credential.get(r.clone()).unwrap_or("");
-    let ok_date = |r: &std::ops::Range<usize>| text(r).len() == 8 && text(r).bytes().all(|b| b.is_ascii_digit());
+    let ok_date = |r: &std::ops::Range<usize>| {
+        text(r).len() == 8 && text(r).bytes().all(|b| b.is_ascii_digit())
+    };
     let parts = match (algorithm, ranges.as_slice()) {
         (Algorithm::V4, [date, region, service, terminal]) => CredentialParts {
             akid_end,
@@ -409,13 +469,18 @@ fn split_credential(credential: &str, algorithm: Algorithm) -> Result<Credential
             service: service.clone(),
         }
         .checked(ok_date(date) && !region.is_empty() && text(terminal) == "aws4_request"),
-        (Algorithm::V4a, [date, service, terminal]) => {
-            CredentialParts { akid_end, date: date.clone(), region: None, service: service.clone() }
-                .checked(ok_date(date) && text(terminal) == "aws4_request")
+        (Algorithm::V4a, [date, service, terminal]) => CredentialParts {
+            akid_end,
+            date: date.clone(),
+            region: None,
+            service: service.clone(),
         }
+        .checked(ok_date(date) && text(terminal) == "aws4_request"),
         _ => None,
     };
-    parts.filter(|p| akid_end > 0 && !p.service.is_empty()).ok_or_else(bad)
+    parts
+        .filter(|p| akid_end > 0 && !p.service.is_empty())
+        .ok_or_else(bad)
 }
 
 impl CredentialParts {

@@ -7,11 +7,18 @@ use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
 use super::auth::{Q_SIGNATURE, query_pairs};
-use super::encode::{Sink, canonical_query_component, encode_s3_path, encode_strict, is_unreserved, normalize_path, put_hex};
+use super::encode::{
+    Sink, canonical_query_component, encode_s3_path, encode_strict, is_unreserved, normalize_path,
+    put_hex,
+};
 
-/// Whether a service signs paths the S3 way: as sent, encoded once, not normalized.
-pub fn is_s3_style(service: &str) -> bool {
-    matches!(service, "s3" | "s3-object-lambda" | "s3express")
+/// The payload line of a canonical request.
+#[derive(Clone, Copy)]
+pub(crate) enum PayloadLine<'a> {
+    /// As the request declared it (`x-amz-content-sha256`, `UNSIGNED-PAYLOAD`).
+    Text(&'a str),
+    /// The hash of the body, computed here.
+    Hash([u8; 32]),
 }
 
 /// The parts of a canonical request that are computed once per verification.
@@ -22,11 +29,15 @@ pub(crate) struct Canonical<'a> {
     pub query: Vec<(Cow<'a, [u8]>, Cow<'a, [u8]>)>,
     pub headers: &'a HeaderMap,
     pub signed_headers: &'a str,
-    pub payload_hash: &'a str,
+    pub payload: PayloadLine<'a>,
 }
 
 fn component(raw: &str) -> Cow<'_, [u8]> {
-    if raw.bytes().all(is_unreserved) { Cow::Borrowed(raw.as_bytes()) } else { Cow::Owned(canonical_query_component(raw)) }
+    if raw.bytes().all(is_unreserved) {
+        Cow::Borrowed(raw.as_bytes())
+    } else {
+        Cow::Owned(canonical_query_component(raw))
+    }
 }
 
 /// The query's canonical `(key, value)` pairs, sorted by key then value; presigned
@@ -64,7 +75,14 @@ impl Canonical<'_> {
         out.put(self.method.as_bytes());
         out.put(b"\n");
         if self.s3_style {
-            encode_s3_path(if self.path.is_empty() { b"/" } else { self.path.as_bytes() }, out);
+            encode_s3_path(
+                if self.path.is_empty() {
+                    b"/"
+                } else {
+                    self.path.as_bytes()
+                },
+                out,
+            );
         } else {
             encode_strict(normalize_path(self.path).as_bytes(), true, out);
         }
@@ -92,7 +110,10 @@ impl Canonical<'_> {
         out.put(b"\n");
         out.put(self.signed_headers.as_bytes());
         out.put(b"\n");
-        out.put(self.payload_hash.as_bytes());
+        match self.payload {
+            PayloadLine::Text(t) => out.put(t.as_bytes()),
+            PayloadLine::Hash(h) => put_hex(out, &h),
+        }
     }
 
     /// SHA-256 of the canonical request.
@@ -111,7 +132,13 @@ impl Canonical<'_> {
 }
 
 /// Writes `ALGORITHM\nTIME\nSCOPE\nHEX(hash)`.
-pub(crate) fn write_string_to_sign(out: &mut impl Sink, algorithm: &str, time_iso: &str, scope: &str, creq_hash: &[u8; 32]) {
+pub(crate) fn write_string_to_sign(
+    out: &mut impl Sink,
+    algorithm: &str,
+    time_iso: &str,
+    scope: &str,
+    creq_hash: &[u8; 32],
+) {
     out.put(algorithm.as_bytes());
     out.put(b"\n");
     out.put(time_iso.as_bytes());

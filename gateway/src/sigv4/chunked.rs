@@ -14,7 +14,8 @@ use super::keys::HmacSha256;
 use super::{Code, Rejection};
 
 /// SHA-256 of the empty string, hex: every chunk's string to sign carries it.
-pub const EMPTY_SHA256_HEX: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+pub const EMPTY_SHA256_HEX: &str =
+    "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
 /// Longest chunk header we read: hex size, `;chunk-signature=`, 64 hex digits.
 const MAX_HEADER_LINE: usize = 16 + 17 + 64;
@@ -163,7 +164,11 @@ impl ChunkDecoder {
                     }
                 }
                 State::DataCr | State::DataLf => {
-                    let want = if self.state == State::DataCr { b'\r' } else { b'\n' };
+                    let want = if self.state == State::DataCr {
+                        b'\r'
+                    } else {
+                        b'\n'
+                    };
                     if b != want {
                         return Err(incomplete(format!(
                             "Chunk {} is not followed by CRLF; its declared size does not match its data.",
@@ -178,7 +183,9 @@ impl ChunkDecoder {
                     }
                 }
                 State::Done => {
-                    return Err(incomplete("The chunk-signed body has data after its final zero-length chunk."));
+                    return Err(incomplete(
+                        "The chunk-signed body has data after its final zero-length chunk.",
+                    ));
                 }
             }
         }
@@ -188,7 +195,11 @@ impl ChunkDecoder {
     /// Parses `<hex size>;chunk-signature=<64 hex>\r` from the header line.
     fn start_chunk(&mut self) -> Result<(), Rejection> {
         let index = self.chunk_index;
-        let bad = || incomplete(format!("Chunk {index} has a malformed header; expected '<hex size>;chunk-signature=<64 hex digits>'."));
+        let bad = || {
+            incomplete(format!(
+                "Chunk {index} has a malformed header; expected '<hex size>;chunk-signature=<64 hex digits>'."
+            ))
+        };
         let line = std::str::from_utf8(&self.line).map_err(|_| bad())?;
         let line = line.strip_suffix('\r').ok_or_else(bad)?;
         let (size, signature) = line.split_once(";chunk-signature=").ok_or_else(bad)?;

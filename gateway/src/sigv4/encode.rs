@@ -39,7 +39,11 @@ fn hex_val(b: u8) -> Option<u8> {
 }
 
 fn put_escaped(out: &mut impl Sink, b: u8) {
-    out.put(&[b'%', HEX_UPPER[usize::from(b >> 4)], HEX_UPPER[usize::from(b & 0xf)]]);
+    out.put(&[
+        b'%',
+        HEX_UPPER[usize::from(b >> 4)],
+        HEX_UPPER[usize::from(b & 0xf)],
+    ]);
 }
 
 /// Writes `input` with every byte but `keep` ones percent-encoded (uppercase hex), in
@@ -61,7 +65,8 @@ fn encode_with(input: &[u8], out: &mut impl Sink, keep: impl Fn(&[u8], usize) ->
 /// double-encoded paths of non-S3 services.
 pub(crate) fn encode_strict(input: &[u8], keep_slash: bool, out: &mut impl Sink) {
     encode_with(input, out, |s, i| {
-        s.get(i).is_some_and(|&b| is_unreserved(b) || (keep_slash && b == b'/'))
+        s.get(i)
+            .is_some_and(|&b| is_unreserved(b) || (keep_slash && b == b'/'))
     });
 }
 
@@ -71,13 +76,26 @@ pub(crate) fn encode_strict(input: &[u8], keep_slash: bool, out: &mut impl Sink)
 pub(crate) fn encode_s3_path(input: &[u8], out: &mut impl Sink) {
     encode_with(input, out, |s, i| match s.get(i) {
         Some(b'%') => {
-            s.get(i + 1).and_then(|&b| hex_val(b)).is_some() && s.get(i + 2).and_then(|&b| hex_val(b)).is_some()
+            s.get(i + 1).and_then(|&b| hex_val(b)).is_some()
+                && s.get(i + 2).and_then(|&b| hex_val(b)).is_some()
         }
         Some(&b) => {
             is_unreserved(b)
                 || matches!(
                     b,
-                    b'/' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'@'
+                    b'/' | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                        | b':'
+                        | b'@'
                 )
         }
         None => false,
@@ -128,7 +146,9 @@ pub(crate) fn normalize_path(path: &str) -> std::borrow::Cow<'_, str> {
     if path.is_empty() {
         return "/".into();
     }
-    let needs_work = !path.starts_with('/') || path.contains("//") || path.split('/').any(|s| s == "." || s == "..");
+    let needs_work = !path.starts_with('/')
+        || path.contains("//")
+        || path.split('/').any(|s| s == "." || s == "..");
     if !needs_work {
         return path.into();
     }
@@ -226,7 +246,10 @@ mod tests {
 
     #[test]
     fn s3_encoding_keeps_escapes() {
-        assert_eq!(s(|o| encode_s3_path(b"/a%3Ab/c d/%zz:@", o)), "/a%3Ab/c%20d/%25zz:@");
+        assert_eq!(
+            s(|o| encode_s3_path(b"/a%3Ab/c d/%zz:@", o)),
+            "/a%3Ab/c%20d/%25zz:@"
+        );
     }
 
     #[test]

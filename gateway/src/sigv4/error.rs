@@ -90,7 +90,11 @@ pub struct Rejection {
 impl Rejection {
     /// A rejection with a code and message.
     pub fn new(code: Code, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), detail: None }
+        Self {
+            code,
+            message: message.into(),
+            detail: None,
+        }
     }
 
     /// `IncompleteSignature` with a message.

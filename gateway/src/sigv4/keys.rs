@@ -19,7 +19,9 @@ pub(crate) type HmacSha256 = hmac::Hmac<Sha256>;
 /// HMAC-SHA256 of `data` under `key`.
 pub(crate) fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     // HMAC accepts keys of any length, so this cannot fail.
-    let Ok(mut mac) = HmacSha256::new_from_slice(key) else { return [0; 32] };
+    let Ok(mut mac) = HmacSha256::new_from_slice(key) else {
+        return [0; 32];
+    };
     mac.update(data);
     mac.finalize().into_bytes().into()
 }
@@ -27,12 +29,18 @@ pub(crate) fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
 /// A keyed HMAC over `key`: cloning it skips the two compressions HMAC spends on the key.
 pub(crate) fn keyed_mac(key: &[u8; 32]) -> HmacSha256 {
     // A 32-byte key is always valid for HMAC.
-    HmacSha256::new_from_slice(key).unwrap_or_else(|_| <HmacSha256 as KeyInit>::new(&Default::default()))
+    HmacSha256::new_from_slice(key)
+        .unwrap_or_else(|_| <HmacSha256 as KeyInit>::new(&Default::default()))
 }
 
 /// `kSigning` = HMAC chain over date, region, service and `aws4_request`, rooted at
 /// `"AWS4" + secret`.
-pub fn derive_signing_key(secret: &Secret, date: &str, region: &str, service: &str) -> Zeroizing<[u8; 32]> {
+pub fn derive_signing_key(
+    secret: &Secret,
+    date: &str,
+    region: &str,
+    service: &str,
+) -> Zeroizing<[u8; 32]> {
     let mut root = Zeroizing::new(Vec::with_capacity(secret.expose().len() + 4));
     root.extend_from_slice(b"AWS4");
     root.extend_from_slice(secret.expose());
@@ -79,13 +87,19 @@ fn hash_scope<H: Hasher>(h: &mut H, parts: [&str; 4]) {
 
 impl Hash for ScopeKey {
     fn hash<H: Hasher>(&self, h: &mut H) {
-        hash_scope(h, [&self.access_key_id, &self.date, &self.region, &self.service]);
+        hash_scope(
+            h,
+            [&self.access_key_id, &self.date, &self.region, &self.service],
+        );
     }
 }
 
 impl Hash for ScopeRef<'_> {
     fn hash<H: Hasher>(&self, h: &mut H) {
-        hash_scope(h, [self.access_key_id, self.date, self.region, self.service]);
+        hash_scope(
+            h,
+            [self.access_key_id, self.date, self.region, self.service],
+        );
     }
 }
 
@@ -108,19 +122,37 @@ impl KeyCache {
     /// Caches at most `capacity` keys of each kind.
     pub(crate) fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
-        Self { v4: quick_cache::sync::Cache::new(capacity), v4a: quick_cache::sync::Cache::new(capacity) }
+        Self {
+            v4: quick_cache::sync::Cache::new(capacity),
+            v4a: quick_cache::sync::Cache::new(capacity),
+        }
     }
 
     /// The SigV4 signing key for this scope.
-    pub(crate) fn v4(&self, access_key_id: &str, secret: &Secret, date: &str, region: &str, service: &str) -> Arc<V4Key> {
-        let lookup = ScopeRef { access_key_id, date, region, service };
+    pub(crate) fn v4(
+        &self,
+        access_key_id: &str,
+        secret: &Secret,
+        date: &str,
+        region: &str,
+        service: &str,
+    ) -> Arc<V4Key> {
+        let lookup = ScopeRef {
+            access_key_id,
+            date,
+            region,
+            service,
+        };
         if let Some(hit) = self.v4.get(&lookup)
             && hit.secret == *secret
         {
             return hit;
         }
         let key = derive_signing_key(secret, date, region, service);
-        let entry = Arc::new(V4Key { secret: secret.clone(), mac: keyed_mac(&key) });
+        let entry = Arc::new(V4Key {
+            secret: secret.clone(),
+            mac: keyed_mac(&key),
+        });
         let owned = ScopeKey {
             access_key_id: access_key_id.into(),
             date: date.into(),
@@ -140,7 +172,10 @@ impl KeyCache {
             return Some(hit);
         }
         let key = sigv4a::derive_verifying_key(access_key_id, secret)?;
-        let entry = Arc::new(V4aKey { secret: secret.clone(), key });
+        let entry = Arc::new(V4aKey {
+            secret: secret.clone(),
+            key,
+        });
         self.v4a.insert(access_key_id.into(), Arc::clone(&entry));
         Some(entry)
     }
@@ -159,7 +194,10 @@ mod tests {
             "us-east-1",
             "iam",
         );
-        assert_eq!(super::super::encode::hex(&*key), "f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d");
+        assert_eq!(
+            super::super::encode::hex(&*key),
+            "f4780e2d9f65fa895f9c67b32ce1baf0b0d8a43505a000a1a9e090d414db404d"
+        );
     }
 
     #[test]

@@ -25,12 +25,11 @@ mod time;
 mod verify;
 
 pub use auth::{Algorithm, Location, ParsedAuth};
-pub use canonical::is_s3_style;
 pub use chunked::{ChunkDecoder, EMPTY_SHA256_HEX};
 pub use encode::hex;
 pub use error::{Code, Rejection, SignatureDetail};
 pub use keys::derive_signing_key;
-pub use request::{Body, Credential, Limits, Policy, Request};
+pub use request::{Body, Credential, Limits, Policy, Request, S3_SERVICES};
 pub use secret::Secret;
 pub use time::AmzTime;
 pub use verify::{Payload, Verified, Verifier};

@@ -30,13 +30,20 @@ pub enum Body<'a> {
     Streaming,
 }
 
+/// AWS's S3 services: S3 path rules by default, and `UNSIGNED-PAYLOAD` in presigned URLs.
+pub const S3_SERVICES: [&str; 3] = ["s3", "s3-object-lambda", "s3express"];
+
 /// Accepted scopes, time window and limits, fixed when the gateway loads its config.
 #[derive(Clone, Debug)]
 pub struct Policy {
     /// Regions a credential scope may name (SigV4a: the region set must cover one).
     pub regions: Vec<String>,
-    /// Services a credential scope may name. `s3` is signed with S3's path rules.
+    /// Services a credential scope may name.
     pub services: Vec<String>,
+    /// Services whose paths are signed S3's way: as sent, encoded once, not normalized
+    /// (default `s3`, `s3-object-lambda`, `s3express`). Every other service gets the
+    /// normalized, double-encoded path.
+    pub s3_style_services: Vec<String>,
     /// How far the request time may be from `now`, in seconds (default 300).
     pub max_skew_secs: i64,
     /// Headers that must be signed whenever present, beyond the ones SigV4 itself
@@ -56,6 +63,7 @@ impl Policy {
         Self {
             regions: regions.into_iter().map(Into::into).collect(),
             services: services.into_iter().map(Into::into).collect(),
+            s3_style_services: S3_SERVICES.map(String::from).to_vec(),
             max_skew_secs: 300,
             required_signed_headers: Vec::new(),
             limits: Limits::default(),
@@ -80,7 +88,12 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_signed_headers: 64, max_query_params: 512, max_chunk_size: 1 << 20, key_cache_capacity: 4096 }
+        Self {
+            max_signed_headers: 64,
+            max_query_params: 512,
+            max_chunk_size: 1 << 20,
+            key_cache_capacity: 4096,
+        }
     }
 }
 

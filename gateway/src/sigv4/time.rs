@@ -35,15 +35,22 @@ impl AmzTime {
         let b = s.as_bytes();
         // "Sun, 30 Aug 2015 12:36:00 GMT" is exactly 29 bytes.
         let b: &[u8; 29] = b.try_into().ok()?;
-        if &b[3..5] != b", " || b[7] != b' ' || b[11] != b' ' || b[16] != b' ' || &b[25..] != b" GMT" {
+        if &b[3..5] != b", "
+            || b[7] != b' '
+            || b[11] != b' '
+            || b[16] != b' '
+            || &b[25..] != b" GMT"
+        {
             return None;
         }
         if b[19] != b':' || b[22] != b':' {
             return None;
         }
         let day = digits(&b[5..7])?;
-        const MONTHS: [&[u8; 3]; 12] =
-            [b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec"];
+        const MONTHS: [&[u8; 3]; 12] = [
+            b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",
+            b"Dec",
+        ];
         let month = MONTHS.iter().position(|m| m[..] == b[8..11])? as u32 + 1;
         let year = digits(&b[12..16])?;
         let hour = digits(&b[17..19])?;
@@ -88,7 +95,9 @@ impl AmzTime {
 }
 
 fn digits(b: &[u8]) -> Option<u32> {
-    b.iter().try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0')))
+    b.iter().try_fold(0u32, |acc, &c| {
+        c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+    })
 }
 
 fn write_digits(out: &mut [u8], mut v: u32) {
@@ -165,7 +174,15 @@ mod tests {
 
     #[test]
     fn rejects_bad_dates() {
-        for s in ["20150230T123600Z", "20151301T000000Z", "20150830T246000Z", "2015083OT123600Z", "20150830 123600Z", "", "ሴሴሴሴሴ"] {
+        for s in [
+            "20150230T123600Z",
+            "20151301T000000Z",
+            "20150830T246000Z",
+            "2015083OT123600Z",
+            "20150830 123600Z",
+            "",
+            "ሴሴሴሴሴ",
+        ] {
             assert!(AmzTime::parse_iso(s).is_none(), "{s}");
         }
         assert!(AmzTime::parse_http_date("Sun, 30 Foo 2015 12:36:00 GMT").is_none());

@@ -7,11 +7,12 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::auth::{self, Algorithm, Location, ParsedAuth, SignatureBytes, printable};
-use super::canonical::{Canonical, canonical_query, is_s3_style, write_string_to_sign};
+use super::canonical::{Canonical, PayloadLine, canonical_query, write_string_to_sign};
 use super::chunked::{ChunkDecoder, EMPTY_SHA256_HEX, MacSink};
 use super::encode::{decode_hex, hex};
 use super::keys::KeyCache;
-use super::{AmzTime, Body, Code, Credential, Policy, Rejection, Request, sigv4a};
+use super::request::S3_SERVICES;
+use super::{AmzTime, Body, Code, Credential, Policy, Rejection, Request, SignatureDetail, sigv4a};
 
 const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 const STREAMING_V4: &str = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD";
@@ -64,7 +65,9 @@ pub struct Verifier {
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier").field("policy", &self.policy).finish_non_exhaustive()
+        f.debug_struct("Verifier")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
     }
 }
 
@@ -74,7 +77,23 @@ fn is_lower_token(name: &str) -> bool {
         && name.bytes().all(|b| {
             b.is_ascii_lowercase()
                 || b.is_ascii_digit()
-                || matches!(b, b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.' | b'^' | b'_' | b'`' | b'|' | b'~')
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
         })
 }
 
@@ -114,7 +133,11 @@ impl Verifier {
         Ok(auth)
     }
 
-    fn check_signed_headers(&self, req: &Request<'_>, auth: &ParsedAuth<'_>) -> Result<(), Rejection> {
+    fn check_signed_headers(
+        &self,
+        req: &Request<'_>,
+        auth: &ParsedAuth<'_>,
+    ) -> Result<(), Rejection> {
         let mut previous: Option<&str> = None;
         let mut count = 0;
         for name in auth.signed_headers() {
@@ -145,16 +168,24 @@ impl Verifier {
         }
         let signed = |name: &str| auth.signed_headers().any(|s| s == name);
         if !signed("host") {
-            return Err(Rejection::incomplete("'Host' must be a signed header (list it in SignedHeaders)."));
+            return Err(Rejection::incomplete(
+                "'Host' must be a signed header (list it in SignedHeaders).",
+            ));
         }
-        let mut must_sign_if_present: Vec<&str> = vec!["x-amz-security-token", "x-amz-content-sha256"];
+        let mut must_sign_if_present: Vec<&str> =
+            vec!["x-amz-security-token", "x-amz-content-sha256"];
         if auth.location == Location::Header {
             must_sign_if_present.push("x-amz-date");
             if auth.algorithm == Algorithm::V4a {
                 must_sign_if_present.push("x-amz-region-set");
             }
         }
-        must_sign_if_present.extend(self.policy.required_signed_headers.iter().map(String::as_str));
+        must_sign_if_present.extend(
+            self.policy
+                .required_signed_headers
+                .iter()
+                .map(String::as_str),
+        );
         for name in must_sign_if_present {
             if req.headers.contains_key(name) && !signed(name) {
                 return Err(Rejection::incomplete(format!(
@@ -190,10 +221,12 @@ impl Verifier {
         }
         let region_ok = match (auth.region(), auth.region_set()) {
             (Some(region), _) => self.policy.regions.iter().any(|r| r == region),
-            (None, Some(set)) => set
-                .split(',')
-                .map(str::trim)
-                .any(|pattern| self.policy.regions.iter().any(|r| region_matches(pattern, r))),
+            (None, Some(set)) => set.split(',').map(str::trim).any(|pattern| {
+                self.policy
+                    .regions
+                    .iter()
+                    .any(|r| region_matches(pattern, r))
+            }),
             (None, None) => false,
         };
         if !region_ok {
@@ -265,48 +298,29 @@ impl Verifier {
             ));
         }
         let service = auth.service();
-        let declared = self.declared_payload(req, auth)?;
-        let body_hash = || -> Option<[u8; 32]> {
-            match req.body {
-                Body::Bytes(b) => Some(Sha256::digest(b).into()),
-                Body::Sha256(h) => Some(h),
-                Body::Streaming => None,
+        let mut candidates = self.declared_payloads(req, auth)?.into_iter();
+        let mut first_error = None;
+        let (declared, canonical, signing_mac) = loop {
+            let Some(declared) = candidates.next() else {
+                return Err(first_error
+                    .unwrap_or_else(|| Rejection::incomplete("No payload hash to check.")));
+            };
+            let canonical = self.prepare(req, auth, &declared)?;
+            let creq_hash = canonical.hash();
+            match self.check_signature(auth, credential, &creq_hash, || canonical.text()) {
+                Ok(mac) => break (declared, canonical, mac),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
             }
         };
-        // The payload line of the canonical request.
-        let mut computed_hash = None;
-        let computed_hex;
-        let payload_line: &str = match &declared {
-            Declared::Text(text, _) => text,
-            Declared::Absent => {
-                let h = body_hash().ok_or_else(|| {
-                    Rejection::new(
-                        Code::XAmzContentSHA256Mismatch,
-                        "The body's hash cannot be checked on a streamed body without x-amz-content-sha256.",
-                    )
-                })?;
-                computed_hash = Some(h);
-                computed_hex = hex(&h);
-                &computed_hex
-            }
-        };
-        let presigned = auth.location == Location::Query;
-        let canonical = Canonical {
-            method: req.method,
-            path: req.path,
-            s3_style: is_s3_style(service),
-            query: canonical_query(req.query, presigned),
-            headers: req.headers,
-            signed_headers: &auth.signed_headers,
-            payload_hash: payload_line,
-        };
-        let creq_hash = canonical.hash();
-        let signing_mac = self.check_signature(auth, credential, &creq_hash, || canonical.text())?;
-
         let payload = match declared {
-            Declared::Absent => Payload::Signed(computed_hash.unwrap_or_default()),
+            Declared::Absent => match canonical.payload {
+                PayloadLine::Hash(h) => Payload::Signed(h),
+                PayloadLine::Text(_) => Payload::Unsigned,
+            },
             Declared::Text(_, DeclaredKind::Hash(expected)) => {
-                let actual = body_hash().ok_or_else(|| {
+                let actual = body_hash(req.body).ok_or_else(|| {
                     Rejection::new(
                         Code::XAmzContentSHA256Mismatch,
                         "A body with a declared x-amz-content-sha256 must be received whole before it is forwarded.",
@@ -348,9 +362,17 @@ impl Verifier {
                 };
                 let expected_length = match req.headers.get("x-amz-decoded-content-length") {
                     None => None,
-                    Some(v) => Some(v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()).ok_or_else(|| {
-                        Rejection::new(Code::IncompleteBody, "x-amz-decoded-content-length is not a whole number of bytes.")
-                    })?),
+                    Some(v) => Some(
+                        v.to_str()
+                            .ok()
+                            .and_then(|s| s.trim().parse::<u64>().ok())
+                            .ok_or_else(|| {
+                                Rejection::new(
+                                    Code::IncompleteBody,
+                                    "x-amz-decoded-content-length is not a whole number of bytes.",
+                                )
+                            })?,
+                    ),
                 };
                 let mut decoder = ChunkDecoder::new(
                     mac,
@@ -391,6 +413,65 @@ impl Verifier {
         })
     }
 
+    /// The canonical request and string to sign the gateway computes for a parsed
+    /// request: what a signer must have produced. Needs no secret.
+    pub fn canonical(
+        &self,
+        req: &Request<'_>,
+        auth: &ParsedAuth<'_>,
+    ) -> Result<SignatureDetail, Rejection> {
+        let declared = self
+            .declared_payloads(req, auth)?
+            .into_iter()
+            .next()
+            .unwrap_or(Declared::Absent);
+        let canonical = self.prepare(req, auth, &declared)?;
+        let mut sts = Vec::with_capacity(128);
+        write_string_to_sign(
+            &mut sts,
+            auth.algorithm.as_str(),
+            auth.time.iso(),
+            auth.scope(),
+            &canonical.hash(),
+        );
+        Ok(SignatureDetail {
+            canonical_request: canonical.text(),
+            string_to_sign: String::from_utf8_lossy(&sts).into_owned(),
+        })
+    }
+
+    fn s3_style(&self, service: &str) -> bool {
+        self.policy.s3_style_services.iter().any(|s| s == service)
+    }
+
+    /// Reads the declared payload and assembles the canonical request.
+    fn prepare<'a>(
+        &self,
+        req: &Request<'a>,
+        auth: &'a ParsedAuth<'_>,
+        declared: &Declared<'a>,
+    ) -> Result<Canonical<'a>, Rejection> {
+        let payload = match declared {
+            Declared::Text(text, _) => PayloadLine::Text(text),
+            Declared::Absent => PayloadLine::Hash(body_hash(req.body).ok_or_else(|| {
+                Rejection::new(
+                    Code::XAmzContentSHA256Mismatch,
+                    "The body's hash cannot be checked on a streamed body without x-amz-content-sha256.",
+                )
+            })?),
+        };
+        let canonical = Canonical {
+            method: req.method,
+            path: req.path,
+            s3_style: self.s3_style(auth.service()),
+            query: canonical_query(req.query, auth.location == Location::Query),
+            headers: req.headers,
+            signed_headers: &auth.signed_headers,
+            payload,
+        };
+        Ok(canonical)
+    }
+
     /// Checks the request signature; for SigV4 returns the keyed MAC (chunk signatures
     /// chain from it).
     fn check_signature(
@@ -405,15 +486,30 @@ impl Verifier {
         let (ok, mac) = match &auth.signature {
             SignatureBytes::V4(provided) => {
                 let region = auth.region().unwrap_or("");
-                let key = self.keys.v4(akid, credential.secret, auth.scope_date(), region, auth.service());
+                let key = self.keys.v4(
+                    akid,
+                    credential.secret,
+                    auth.scope_date(),
+                    region,
+                    auth.service(),
+                );
                 let mut mac = key.mac.clone();
-                write_string_to_sign(&mut MacSink(&mut mac), alg, auth.time.iso(), auth.scope(), creq_hash);
+                write_string_to_sign(
+                    &mut MacSink(&mut mac),
+                    alg,
+                    auth.time.iso(),
+                    auth.scope(),
+                    creq_hash,
+                );
                 let computed: [u8; 32] = mac.finalize().into_bytes().into();
                 (bool::from(computed.ct_eq(provided)), Some(key.mac.clone()))
             }
             SignatureBytes::V4a(der) => {
                 let key = self.keys.v4a(akid, credential.secret).ok_or_else(|| {
-                    Rejection::new(Code::SignatureDoesNotMatch, "No SigV4a key can be derived from this credential.")
+                    Rejection::new(
+                        Code::SignatureDoesNotMatch,
+                        "No SigV4a key can be derived from this credential.",
+                    )
                 })?;
                 let mut sts = Vec::with_capacity(128);
                 write_string_to_sign(&mut sts, alg, auth.time.iso(), auth.scope(), creq_hash);
@@ -425,27 +521,50 @@ impl Verifier {
         }
         let mut sts = Vec::with_capacity(128);
         write_string_to_sign(&mut sts, alg, auth.time.iso(), auth.scope(), creq_hash);
-        Err(Rejection::signature_mismatch(canonical_text(), String::from_utf8_lossy(&sts).into_owned()))
+        Err(Rejection::signature_mismatch(
+            canonical_text(),
+            String::from_utf8_lossy(&sts).into_owned(),
+        ))
     }
 
-    fn declared_payload<'r>(&self, req: &Request<'r>, auth: &ParsedAuth<'_>) -> Result<Declared<'r>, Rejection> {
-        let raw = if auth.location == Location::Query {
-            // Presigned URLs sign no body hash header: S3 signs UNSIGNED-PAYLOAD, other
-            // services the body's hash.
-            return Ok(if is_s3_style(auth.service()) {
-                Declared::Text(UNSIGNED_PAYLOAD, DeclaredKind::Unsigned)
+    /// The payload lines the request may have been signed with, most likely first.
+    fn declared_payloads<'r>(
+        &self,
+        req: &Request<'r>,
+        auth: &ParsedAuth<'_>,
+    ) -> Result<Vec<Declared<'r>>, Rejection> {
+        if auth.location == Location::Query {
+            // A presigned URL carries no payload hash: S3 signers sign UNSIGNED-PAYLOAD,
+            // others the body's hash, and some sign UNSIGNED-PAYLOAD for any service.
+            let unsigned = Declared::Text(UNSIGNED_PAYLOAD, DeclaredKind::Unsigned);
+            return Ok(if S3_SERVICES.contains(&auth.service()) {
+                vec![unsigned, Declared::Absent]
             } else {
-                Declared::Absent
+                vec![Declared::Absent, unsigned]
             });
-        } else {
+        }
+        self.declared_header(req, auth).map(|d| vec![d])
+    }
+
+    fn declared_header<'r>(
+        &self,
+        req: &Request<'r>,
+        auth: &ParsedAuth<'_>,
+    ) -> Result<Declared<'r>, Rejection> {
+        let raw = {
             let mut values = req.headers.get_all("x-amz-content-sha256").iter();
             match (values.next(), values.next()) {
                 (None, _) => return Ok(Declared::Absent),
                 (Some(_), Some(_)) => {
-                    return Err(Rejection::incomplete("The request carries more than one x-amz-content-sha256 header."));
+                    return Err(Rejection::incomplete(
+                        "The request carries more than one x-amz-content-sha256 header.",
+                    ));
                 }
                 (Some(v), None) => v.to_str().map_err(|_| {
-                    Rejection::new(Code::XAmzContentSHA256Mismatch, "x-amz-content-sha256 is not valid ASCII.")
+                    Rejection::new(
+                        Code::XAmzContentSHA256Mismatch,
+                        "x-amz-content-sha256 is not valid ASCII.",
+                    )
                 })?,
             }
         };
@@ -467,6 +586,14 @@ impl Verifier {
             },
         };
         Ok(Declared::Text(raw, kind))
+    }
+}
+
+fn body_hash(body: Body<'_>) -> Option<[u8; 32]> {
+    match body {
+        Body::Bytes(b) => Some(Sha256::digest(b).into()),
+        Body::Sha256(h) => Some(h),
+        Body::Streaming => None,
     }
 }
 
