@@ -55,3 +55,52 @@ pub(crate) fn verify(key: &VerifyingKey, message: &[u8], der_signature: &[u8]) -
         Err(_) => false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sigv4::encode::hex;
+
+    /// Every v4a case of the AWS suite ships the public key of the key derived from its
+    /// credentials; ours must be the same point.
+    #[test]
+    fn derived_key_matches_the_suite() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/sigv4-test-suite/v4a");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(&dir).expect("the AWS suite beside the repository") {
+            let case = entry.unwrap().path();
+            let key: serde_json::Value = serde_json::from_str(
+                &std::fs::read_to_string(case.join("public-key.json")).unwrap(),
+            )
+            .unwrap();
+            let ctx: serde_json::Value =
+                serde_json::from_str(&std::fs::read_to_string(case.join("context.json")).unwrap())
+                    .unwrap();
+            let creds = &ctx["credentials"];
+            let secret = Secret::from(creds["secret_access_key"].as_str().unwrap());
+            let vk =
+                derive_verifying_key(creds["access_key_id"].as_str().unwrap(), &secret).unwrap();
+            let point = vk.to_sec1_point(false);
+            let bytes = point.as_bytes();
+            assert_eq!(bytes[0], 4);
+            assert_eq!(
+                hex(&bytes[1..33]),
+                key["X"].as_str().unwrap().to_lowercase()
+            );
+            assert_eq!(
+                hex(&bytes[33..65]),
+                key["Y"].as_str().unwrap().to_lowercase()
+            );
+            checked += 1;
+        }
+        assert_eq!(checked, 38);
+    }
+
+    #[test]
+    fn rejects_malformed_der() {
+        let vk = derive_verifying_key("AKID", &Secret::from("s")).unwrap();
+        assert!(!verify(&vk, b"msg", b""));
+        assert!(!verify(&vk, b"msg", &[0x30, 0x02, 0x02, 0x00]));
+    }
+}
