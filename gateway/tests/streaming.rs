@@ -107,7 +107,7 @@ fn aws_example_streamed_in_pieces() {
         for part in body.chunks(piece) {
             decoder.feed(part, &mut out).unwrap();
             assert!(
-                out.len() == 0 || out.len() == 65_536 || out.len() == 66_560,
+                out.is_empty() || out.len() == 65_536 || out.len() == 66_560,
                 "released part of a chunk"
             );
         }

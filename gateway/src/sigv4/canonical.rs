@@ -21,12 +21,15 @@ pub(crate) enum PayloadLine<'a> {
     Hash([u8; 32]),
 }
 
+/// Canonical query pairs: encoded key and value.
+pub(crate) type QueryPairs<'a> = Vec<(Cow<'a, [u8]>, Cow<'a, [u8]>)>;
+
 /// The parts of a canonical request that are computed once per verification.
 pub(crate) struct Canonical<'a> {
     pub method: &'a str,
     pub path: &'a str,
     pub s3_style: bool,
-    pub query: Vec<(Cow<'a, [u8]>, Cow<'a, [u8]>)>,
+    pub query: QueryPairs<'a>,
     pub headers: &'a HeaderMap,
     pub signed_headers: &'a str,
     pub payload: PayloadLine<'a>,
@@ -42,7 +45,7 @@ fn component(raw: &str) -> Cow<'_, [u8]> {
 
 /// The query's canonical `(key, value)` pairs, sorted by key then value; presigned
 /// requests leave out their own signature.
-pub(crate) fn canonical_query(query: &str, presigned: bool) -> Vec<(Cow<'_, [u8]>, Cow<'_, [u8]>)> {
+pub(crate) fn canonical_query(query: &str, presigned: bool) -> QueryPairs<'_> {
     if query.is_empty() {
         return Vec::new();
     }

@@ -144,7 +144,7 @@ impl ChunkDecoder {
                         if self.remaining == 0 {
                             self.state = State::DataCr;
                         }
-                    } else if self.line.len() >= MAX_HEADER_LINE + 1 {
+                    } else if self.line.len() > MAX_HEADER_LINE {
                         return Err(incomplete(format!(
                             "Chunk {} has a header longer than {MAX_HEADER_LINE} bytes.",
                             self.chunk_index

@@ -22,7 +22,14 @@ impl Sink for sha2::Sha256 {
     }
 }
 
-const HEX_UPPER: &[u8; 16] = b"0123456789ABCDEF";
+/// The hex digit for a nibble (`n < 16`), in upper or lower case.
+fn hex_digit(n: u8, upper: bool) -> u8 {
+    match n {
+        0..=9 => b'0' + n,
+        _ if upper => b'A' + (n & 0xf) - 10,
+        _ => b'a' + (n & 0xf) - 10,
+    }
+}
 
 /// RFC 3986 unreserved characters, the only ones SigV4 leaves unencoded.
 pub(crate) fn is_unreserved(b: u8) -> bool {
@@ -39,11 +46,7 @@ fn hex_val(b: u8) -> Option<u8> {
 }
 
 fn put_escaped(out: &mut impl Sink, b: u8) {
-    out.put(&[
-        b'%',
-        HEX_UPPER[usize::from(b >> 4)],
-        HEX_UPPER[usize::from(b & 0xf)],
-    ]);
+    out.put(&[b'%', hex_digit(b >> 4, true), hex_digit(b & 0xf, true)]);
 }
 
 /// Writes `input` with every byte but `keep` ones percent-encoded (uppercase hex), in
@@ -178,8 +181,8 @@ pub(crate) fn normalize_path(path: &str) -> std::borrow::Cow<'_, str> {
 pub fn hex(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 2);
     for &b in bytes {
-        out.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
-        out.push(char::from(b"0123456789abcdef"[usize::from(b & 0xf)]));
+        out.push(char::from(hex_digit(b >> 4, false)));
+        out.push(char::from(hex_digit(b & 0xf, false)));
     }
     out
 }
@@ -189,8 +192,8 @@ pub(crate) fn put_hex(out: &mut impl Sink, bytes: &[u8; 32]) {
     let mut buf = [0u8; 64];
     for (pair, &b) in buf.chunks_exact_mut(2).zip(bytes) {
         if let [hi, lo] = pair {
-            *hi = b"0123456789abcdef"[usize::from(b >> 4)];
-            *lo = b"0123456789abcdef"[usize::from(b & 0xf)];
+            *hi = hex_digit(b >> 4, false);
+            *lo = hex_digit(b & 0xf, false);
         }
     }
     out.put(&buf);
@@ -216,7 +219,7 @@ pub(crate) fn decode_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
 /// Decodes hex of any even length (either case).
 pub(crate) fn decode_hex_vec(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return None;
     }
     b.chunks_exact(2)
@@ -228,6 +231,12 @@ pub(crate) fn decode_hex_vec(s: &str) -> Option<Vec<u8>> {
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
 

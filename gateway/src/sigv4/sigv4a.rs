@@ -57,6 +57,12 @@ pub(crate) fn verify(key: &VerifyingKey, message: &[u8], der_signature: &[u8]) -
 }
 
 #[cfg(test)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 mod tests {
     use super::*;
     use crate::sigv4::encode::hex;

@@ -26,7 +26,7 @@ pub enum Payload {
     Unsigned,
     /// A chunk-signed body still to come: feed it to this decoder, which releases only
     /// verified data and stops at the first bad chunk.
-    Streaming(ChunkDecoder),
+    Streaming(Box<ChunkDecoder>),
     /// A chunk-signed body given whole: every chunk verified; this is the decoded data.
     Decoded(Vec<u8>),
 }
@@ -383,7 +383,7 @@ impl Verifier {
                     self.policy.limits.max_chunk_size,
                 );
                 match req.body {
-                    Body::Streaming => Payload::Streaming(decoder),
+                    Body::Streaming => Payload::Streaming(Box::new(decoder)),
                     Body::Bytes(b) => {
                         let mut out = Vec::with_capacity(b.len());
                         decoder.feed(b, &mut out)?;
