@@ -11,6 +11,38 @@
 //!    HMAC or SigV4a ECDSA) in constant time, then the payload, and returns [`Verified`].
 //!
 //! Every rejection is a [`Rejection`] with an AWS error [`Code`].
+//!
+//! ```
+//! use gateway::sigv4::{Body, Code, Credential, Policy, Request, Secret, Verifier};
+//! use http::{HeaderMap, HeaderValue};
+//!
+//! let verifier = Verifier::new(Policy::new(["us-east-1"], ["service"]));
+//! let mut headers = HeaderMap::new();
+//! headers.insert("host", HeaderValue::from_static("example.amazonaws.com"));
+//! headers.insert("x-amz-date", HeaderValue::from_static("20150830T123600Z"));
+//! headers.insert("authorization", HeaderValue::from_static(
+//!     "AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/20150830/us-east-1/service/aws4_request, \
+//!      SignedHeaders=host;x-amz-date, \
+//!      Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31"));
+//! let req = Request { method: "GET", path: "/", query: "", headers: &headers, body: Body::Bytes(b"") };
+//! let now = 1_440_938_160; // 2015-08-30T12:36:00Z, Unix seconds
+//!
+//! let auth = verifier.parse(&req, now)?;                 // shape, scope, time
+//! let secret = Secret::from("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"); // identity look-up
+//! let credential = Credential { secret: &secret, expires_at: None, allow_unsigned_payload: false };
+//! let verified = verifier.verify(&req, &auth, &credential, now)?;
+//! assert_eq!(verified.access_key_id, "AKIDEXAMPLE");
+//!
+//! // A bad signature names the AWS code and what the gateway computed.
+//! let mut tampered = headers.clone();
+//! tampered.insert("x-amz-date", HeaderValue::from_static("20150830T123601Z"));
+//! let req = Request { headers: &tampered, ..req };
+//! let auth = verifier.parse(&req, now)?;
+//! let err = verifier.verify(&req, &auth, &credential, now).unwrap_err();
+//! assert_eq!(err.code(), Code::SignatureDoesNotMatch);
+//! assert!(err.signature_detail().unwrap().canonical_request.contains("x-amz-date:20150830T123601Z"));
+//! # Ok::<(), gateway::sigv4::Rejection>(())
+//! ```
 
 mod auth;
 mod canonical;
