@@ -316,6 +316,27 @@ fn presigned_query_must_be_complete_and_unambiguous() {
 }
 
 #[test]
+fn session_token_sent_twice_is_ambiguous() {
+    let mut s = signed(
+        "GET",
+        "/",
+        &[],
+        b"",
+        Opts {
+            location: SignatureLocation::QueryParams,
+            token: Some("tok"),
+            expires: Some(Duration::from_secs(60)),
+            ..Opts::default()
+        },
+    );
+    assert!(check(&s, T0).is_ok());
+    s.headers
+        .insert("x-amz-security-token", HeaderValue::from_static("other"));
+    let e = assert_rejected(check(&s, T0), Code::IncompleteSignature, 400);
+    assert!(e.message().contains("twice"), "{e}");
+}
+
+#[test]
 fn invalid_client_token_id() {
     // The identity stage produces this when it does not know the key.
     let e = Rejection::unknown_access_key("AKIDUNKNOWN");

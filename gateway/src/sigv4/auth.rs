@@ -269,7 +269,14 @@ pub(crate) fn parse<'r>(
              (an Authorization header or a presigned URL).",
         )),
         (Some(h), None) => parse_header(req, h),
-        (None, Some(p)) => parse_presigned(p),
+        (None, Some(p)) => {
+            if p.token.is_some() && req.headers.contains_key("x-amz-security-token") {
+                return Err(Rejection::incomplete(
+                    "The session token is sent twice, as X-Amz-Security-Token in the query and as a header; send it once.",
+                ));
+            }
+            parse_presigned(p)
+        }
     }
 }
 
