@@ -64,6 +64,17 @@ impl Default for Opts {
     }
 }
 
+impl Opts {
+    /// A URL presigned for 60 seconds.
+    fn presigned() -> Self {
+        Self {
+            location: SignatureLocation::QueryParams,
+            expires: Some(Duration::from_secs(60)),
+            ..Self::default()
+        }
+    }
+}
+
 fn signed(method: &str, uri: &str, extra: &[(&str, &str)], body: &[u8], opts: Opts) -> Signed {
     let mut settings = SigningSettings::default();
     settings.signature_location = opts.location;
@@ -259,17 +270,7 @@ fn incomplete_signature() {
 
 #[test]
 fn presigned_query_must_be_complete_and_unambiguous() {
-    let good = signed(
-        "GET",
-        "/",
-        &[],
-        b"",
-        Opts {
-            location: SignatureLocation::QueryParams,
-            expires: Some(Duration::from_secs(60)),
-            ..Opts::default()
-        },
-    );
+    let good = signed("GET", "/", &[], b"", Opts::presigned());
     assert!(check(&good, T0).is_ok());
     for (edit, expect) in [
         (
@@ -298,17 +299,7 @@ fn presigned_query_must_be_complete_and_unambiguous() {
             "more than once",
         ),
     ] {
-        let mut s = signed(
-            "GET",
-            "/",
-            &[],
-            b"",
-            Opts {
-                location: SignatureLocation::QueryParams,
-                expires: Some(Duration::from_secs(60)),
-                ..Opts::default()
-            },
-        );
+        let mut s = signed("GET", "/", &[], b"", Opts::presigned());
         s.query = edit.clone();
         let e = assert_rejected(check(&s, T0), Code::IncompleteSignature, 400);
         assert!(e.message().contains(expect), "{edit}: {e}");
@@ -323,10 +314,8 @@ fn session_token_sent_twice_is_ambiguous() {
         &[],
         b"",
         Opts {
-            location: SignatureLocation::QueryParams,
             token: Some("tok"),
-            expires: Some(Duration::from_secs(60)),
-            ..Opts::default()
+            ..Opts::presigned()
         },
     );
     assert!(check(&s, T0).is_ok());
@@ -428,17 +417,7 @@ fn request_time_too_skewed() {
 
 #[test]
 fn request_expired() {
-    let s = signed(
-        "GET",
-        "/",
-        &[],
-        b"",
-        Opts {
-            location: SignatureLocation::QueryParams,
-            expires: Some(Duration::from_secs(60)),
-            ..Opts::default()
-        },
-    );
+    let s = signed("GET", "/", &[], b"", Opts::presigned());
     assert!(check(&s, T0 + 60).is_ok());
     let e = assert_rejected(check(&s, T0 + 61), Code::RequestExpired, 400);
     assert!(e.message().contains("presign it again"), "{e}");
