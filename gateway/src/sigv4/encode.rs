@@ -73,35 +73,13 @@ pub(crate) fn encode_strict(input: &[u8], keep_slash: bool, out: &mut impl Sink)
     });
 }
 
-/// S3 paths are signed as sent: existing `%XX` escapes and characters legal in a URI path
-/// stay as they are; only bytes that cannot appear in a request target (space, controls,
-/// non-ASCII, a stray `%`) are encoded, as a signer would have had to send them.
+/// S3 paths are signed as sent, as the S3 signers do: every byte a request target can
+/// carry (escapes, stray `%`, `{`, raw UTF-8, ...) stays as it is. Only a space or a control
+/// byte, which no HTTP/1.1 request line can hold, is encoded, as a signer sending it
+/// would have had to.
 pub(crate) fn encode_s3_path(input: &[u8], out: &mut impl Sink) {
-    encode_with(input, out, |s, i| match s.get(i) {
-        Some(b'%') => {
-            s.get(i + 1).and_then(|&b| hex_val(b)).is_some()
-                && s.get(i + 2).and_then(|&b| hex_val(b)).is_some()
-        }
-        Some(&b) => {
-            is_unreserved(b)
-                || matches!(
-                    b,
-                    b'/' | b'!'
-                        | b'$'
-                        | b'&'
-                        | b'\''
-                        | b'('
-                        | b')'
-                        | b'*'
-                        | b'+'
-                        | b','
-                        | b';'
-                        | b'='
-                        | b':'
-                        | b'@'
-                )
-        }
-        None => false,
+    encode_with(input, out, |s, i| {
+        s.get(i).is_some_and(|&b| b > b' ' && b != 0x7f)
     });
 }
 
@@ -256,8 +234,12 @@ mod tests {
     #[test]
     fn s3_encoding_keeps_escapes() {
         assert_eq!(
-            s(|o| encode_s3_path(b"/a%3Ab/c d/%zz:@", o)),
-            "/a%3Ab/c%20d/%25zz:@"
+            s(|o| encode_s3_path(b"/a%3Ab/c d/%zz:@{}", o)),
+            "/a%3Ab/c%20d/%zz:@{}"
+        );
+        assert_eq!(
+            s(|o| encode_s3_path("/\u{1234}\t".as_bytes(), o)),
+            "/\u{1234}%09"
         );
     }
 
