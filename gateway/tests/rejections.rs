@@ -444,6 +444,33 @@ fn expired_token() {
         400,
     );
     assert!(!e.to_string().contains("session-token-value"));
+    // A mismatch report shows the canonical request with the token redacted, in header
+    // and presigned requests alike.
+    for opts in [
+        Opts {
+            token: Some("session-token-value"),
+            ..Opts::default()
+        },
+        Opts {
+            token: Some("session-token-value"),
+            ..Opts::presigned()
+        },
+    ] {
+        let s = signed("GET", "/", &[], b"", opts);
+        let e = assert_rejected(
+            check_with(&verifier(), &s, "wrong", None, false, T0),
+            Code::SignatureDoesNotMatch,
+            403,
+        );
+        let shown = format!("{e} {e:?}");
+        assert!(!shown.contains("session-token-value"), "{shown}");
+        assert!(
+            e.signature_detail()
+                .unwrap()
+                .canonical_request
+                .contains("<redacted>")
+        );
+    }
 }
 
 #[test]

@@ -21,6 +21,9 @@ pub(crate) enum PayloadLine<'a> {
     Hash([u8; 32]),
 }
 
+/// What stands in for the session token in reports.
+const REDACTED: &[u8] = b"<redacted>";
+
 /// Canonical query pairs: encoded key and value.
 pub(crate) type QueryPairs<'a> = Vec<(Cow<'a, [u8]>, Cow<'a, [u8]>)>;
 
@@ -75,6 +78,12 @@ fn put_header_value(out: &mut impl Sink, value: &[u8]) {
 impl Canonical<'_> {
     /// Writes the canonical request.
     pub fn write(&self, out: &mut impl Sink) {
+        self.write_with(out, false);
+    }
+
+    /// Writes the canonical request; with `redact`, the session token's value is replaced
+    /// so the text can go into an error body or a log.
+    fn write_with(&self, out: &mut impl Sink, redact: bool) {
         out.put(self.method.as_bytes());
         out.put(b"\n");
         if self.s3_style {
@@ -96,12 +105,21 @@ impl Canonical<'_> {
             }
             out.put(k);
             out.put(b"=");
-            out.put(v);
+            if redact && &**k == b"X-Amz-Security-Token" {
+                out.put(REDACTED);
+            } else {
+                out.put(v);
+            }
         }
         out.put(b"\n");
         for name in self.signed_headers.split(';') {
             out.put(name.as_bytes());
             out.put(b":");
+            if redact && name == "x-amz-security-token" {
+                out.put(REDACTED);
+                out.put(b"\n");
+                continue;
+            }
             for (i, value) in self.headers.get_all(name).iter().enumerate() {
                 if i > 0 {
                     out.put(b",");
@@ -126,10 +144,17 @@ impl Canonical<'_> {
         h.finalize().into()
     }
 
-    /// The canonical request as text (for a mismatch report).
+    /// The canonical request as text.
     pub fn text(&self) -> String {
         let mut v = Vec::with_capacity(256);
         self.write(&mut v);
+        String::from_utf8_lossy(&v).into_owned()
+    }
+
+    /// The canonical request as text, session token redacted, for a mismatch report.
+    pub fn redacted_text(&self) -> String {
+        let mut v = Vec::with_capacity(256);
+        self.write_with(&mut v, true);
         String::from_utf8_lossy(&v).into_owned()
     }
 }

@@ -69,7 +69,9 @@ impl fmt::Display for Code {
 }
 
 /// What the gateway computed for a request whose signature did not match: AWS returns
-/// the same two strings so a caller can diff them against its own signer's.
+/// the same two strings so a caller can diff them against its own signer's. The session
+/// token's value is shown as `<redacted>` (AWS shows it; this gateway keeps tokens out
+/// of error bodies and logs).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SignatureDetail {
     /// The canonical request, as the gateway built it.

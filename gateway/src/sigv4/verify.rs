@@ -307,7 +307,7 @@ impl Verifier {
             };
             let canonical = self.prepare(req, auth, &declared)?;
             let creq_hash = canonical.hash();
-            match self.check_signature(auth, credential, &creq_hash, || canonical.text()) {
+            match self.check_signature(auth, credential, &creq_hash, || canonical.redacted_text()) {
                 Ok(mac) => break (declared, canonical, mac),
                 Err(e) => {
                     first_error.get_or_insert(e);
