@@ -213,7 +213,7 @@ fn verify_one(
     };
     count(&STATS.accepted);
     check_verified(&verified, req.body);
-    assert_eq!(verified.access_key_id, auth.access_key_id());
+    assert_eq!(verified.access_key_id(), auth.access_key_id());
     match verified.payload {
         Payload::Decoded(out) => Outcome::Accepted(Some(out)),
         Payload::Streaming(mut decoder) => {

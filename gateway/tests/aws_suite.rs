@@ -187,8 +187,8 @@ fn run(version: &str, case: &str, mode: Mode) {
     let verified = verifier
         .verify(&req, &auth, &credential, NOW)
         .unwrap_or_else(|e| panic!("verify: {e}"));
-    assert_eq!(verified.access_key_id, "AKIDEXAMPLE");
-    assert_eq!(verified.service, "service");
+    assert_eq!(verified.access_key_id(), "AKIDEXAMPLE");
+    assert_eq!(verified.service(), "service");
 
     // The suite's signature file holds the signature too (SigV4a: another valid one,
     // since ECDSA signatures are randomized): put it in the request and verify again.

@@ -177,8 +177,8 @@ fn a_good_request_verifies() {
         Opts::default(),
     );
     let v = check(&s, T0).unwrap();
-    assert_eq!(v.access_key_id, AKID);
-    assert_eq!(v.service, "orders");
+    assert_eq!(v.access_key_id(), AKID);
+    assert_eq!(v.service(), "orders");
     assert!(matches!(v.payload, Payload::Signed(_)));
 }
 

@@ -3,7 +3,8 @@
 
 use std::borrow::Cow;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, HeaderValue};
+use smallvec::SmallVec;
 
 use super::encode::{decode_hex, decode_hex_vec, decode_query_component};
 use super::{AmzTime, Rejection, Request};
@@ -61,40 +62,86 @@ pub(crate) enum SignatureBytes {
 pub struct ParsedAuth<'r> {
     pub(crate) algorithm: Algorithm,
     pub(crate) location: Location,
-    /// `AKID/date/region/service/aws4_request`, as sent (decoded when presigned); the
-    /// ranges below index into it.
-    pub(crate) credential: Cow<'r, str>,
-    pub(crate) parts: CredentialParts,
+    /// `AKID/date/region/service/aws4_request`, as sent (decoded when presigned).
+    pub(crate) credential: CredentialString<Cow<'r, str>>,
     pub(crate) region_set: Option<Cow<'r, str>>,
     pub(crate) signed_headers: Cow<'r, str>,
+    /// Byte ranges of the names in `signed_headers`, split once by the verifier.
+    pub(crate) signed_names: SmallVec<[(u32, u32); 12]>,
+    /// The values of the signed headers: index into `signed_names`, then request order.
+    pub(crate) signed_values: SmallVec<[(usize, &'r HeaderValue); 12]>,
     pub(crate) signature: SignatureBytes,
     pub(crate) time: AmzTime,
     pub(crate) expires: Option<i64>,
     pub(crate) session_token: Option<Cow<'r, str>>,
 }
 
-impl<'r> ParsedAuth<'r> {
-    /// The access key id the caller claims.
+/// A credential string, `AKID/date/region/service/aws4_request` (SigV4a: no region),
+/// split once into its parts.
+#[derive(Clone, Debug)]
+pub struct CredentialString<S> {
+    text: S,
+    parts: CredentialParts,
+}
+
+impl<S: AsRef<str>> CredentialString<S> {
+    fn part(&self, range: std::ops::Range<usize>) -> &str {
+        self.text.as_ref().get(range).unwrap_or("")
+    }
+
+    /// The access key id.
     pub fn access_key_id(&self) -> &str {
-        self.credential.get(..self.parts.akid_end).unwrap_or("")
+        self.part(0..self.parts.akid_end)
     }
 
     /// `date/region/service/aws4_request` (SigV4a: `date/service/aws4_request`).
     pub fn scope(&self) -> &str {
-        self.credential.get(self.parts.akid_end + 1..).unwrap_or("")
+        self.part(self.parts.akid_end + 1..self.text.as_ref().len())
+    }
+
+    /// The date of the scope, `YYYYMMDD`.
+    pub fn scope_date(&self) -> &str {
+        self.part(self.parts.date.clone())
+    }
+
+    /// The region of the scope (`None` for SigV4a, which signs a region set).
+    pub fn region(&self) -> Option<&str> {
+        self.parts.region.clone().map(|r| self.part(r))
+    }
+
+    /// The service of the scope.
+    pub fn service(&self) -> &str {
+        self.part(self.parts.service.clone())
+    }
+
+    /// An owned copy, for the proof the verifier hands on.
+    pub(crate) fn to_owned_string(&self) -> CredentialString<String> {
+        CredentialString {
+            text: self.text.as_ref().to_owned(),
+            parts: self.parts.clone(),
+        }
+    }
+}
+
+impl<'r> ParsedAuth<'r> {
+    /// The access key id the caller claims.
+    pub fn access_key_id(&self) -> &str {
+        self.credential.access_key_id()
+    }
+
+    /// `date/region/service/aws4_request` (SigV4a: `date/service/aws4_request`).
+    pub fn scope(&self) -> &str {
+        self.credential.scope()
     }
 
     /// The date of the credential scope, `YYYYMMDD`.
     pub fn scope_date(&self) -> &str {
-        self.credential.get(self.parts.date.clone()).unwrap_or("")
+        self.credential.scope_date()
     }
 
     /// The region of the credential scope (`None` for SigV4a, which signs a region set).
     pub fn region(&self) -> Option<&str> {
-        self.parts
-            .region
-            .clone()
-            .and_then(|r| self.credential.get(r))
+        self.credential.region()
     }
 
     /// The SigV4a region set, as signed.
@@ -124,15 +171,33 @@ impl<'r> ParsedAuth<'r> {
 
     /// The service of the credential scope.
     pub fn service(&self) -> &str {
-        self.credential
-            .get(self.parts.service.clone())
-            .unwrap_or("")
+        self.credential.service()
     }
 
     /// The signed header names, in order.
     pub fn signed_headers(&self) -> impl Iterator<Item = &str> {
-        self.signed_headers.split(';')
+        self.signed_names.iter().map(|&(start, end)| {
+            self.signed_headers
+                .get(start as usize..end as usize)
+                .unwrap_or("")
+        })
     }
+}
+
+/// Header names the core reads, parsed once.
+pub(crate) mod names {
+    use http::HeaderName;
+
+    pub(crate) static AUTHORIZATION: HeaderName = http::header::AUTHORIZATION;
+    pub(crate) static DATE: HeaderName = http::header::DATE;
+    pub(crate) static X_AMZ_DATE: HeaderName = HeaderName::from_static("x-amz-date");
+    pub(crate) static X_AMZ_SECURITY_TOKEN: HeaderName =
+        HeaderName::from_static("x-amz-security-token");
+    pub(crate) static X_AMZ_REGION_SET: HeaderName = HeaderName::from_static("x-amz-region-set");
+    pub(crate) static X_AMZ_CONTENT_SHA256: HeaderName =
+        HeaderName::from_static("x-amz-content-sha256");
+    pub(crate) static X_AMZ_DECODED_CONTENT_LENGTH: HeaderName =
+        HeaderName::from_static("x-amz-decoded-content-length");
 }
 
 /// Presigned-query parameter names (case-sensitive, as AWS treats them).
@@ -161,7 +226,10 @@ pub(crate) fn printable(s: &str) -> String {
     out
 }
 
-fn single_header<'h>(headers: &'h HeaderMap, name: &str) -> Result<Option<&'h str>, Rejection> {
+pub(crate) fn single_header<'h>(
+    headers: &'h HeaderMap,
+    name: &HeaderName,
+) -> Result<Option<&'h str>, Rejection> {
     let mut values = headers.get_all(name).iter();
     let Some(first) = values.next() else {
         return Ok(None);
@@ -257,7 +325,7 @@ pub(crate) fn parse<'r>(
     req: &Request<'r>,
     max_query_params: usize,
 ) -> Result<ParsedAuth<'r>, Rejection> {
-    let header = single_header(req.headers, "authorization")?;
+    let header = single_header(req.headers, &names::AUTHORIZATION)?;
     let presign = presign_params(req.query, max_query_params)?;
     match (header, presign) {
         (Some(_), Some(_)) => Err(Rejection::incomplete(
@@ -270,7 +338,7 @@ pub(crate) fn parse<'r>(
         )),
         (Some(h), None) => parse_header(req, h),
         (None, Some(p)) => {
-            if p.token.is_some() && req.headers.contains_key("x-amz-security-token") {
+            if p.token.is_some() && req.headers.contains_key(&names::X_AMZ_SECURITY_TOKEN) {
                 return Err(Rejection::incomplete(
                     "The session token is sent twice, as X-Amz-Security-Token in the query and as a header; send it once.",
                 ));
@@ -317,14 +385,14 @@ fn parse_header<'r>(req: &Request<'r>, value: &'r str) -> Result<ParsedAuth<'r>,
     let signed_headers = signed_headers.ok_or_else(|| missing("SignedHeaders"))?;
     let signature = signature.ok_or_else(|| missing("Signature"))?;
 
-    let time = match single_header(req.headers, "x-amz-date")? {
+    let time = match single_header(req.headers, &names::X_AMZ_DATE)? {
         Some(v) => AmzTime::parse_iso(v).ok_or_else(|| {
             Rejection::incomplete(format!(
                 "X-Amz-Date '{}' is not in the form YYYYMMDD'T'HHMMSS'Z'.",
                 printable(v)
             ))
         })?,
-        None => match single_header(req.headers, "date")? {
+        None => match single_header(req.headers, &names::DATE)? {
             Some(v) => AmzTime::parse_http_date(v).ok_or_else(|| {
                 Rejection::incomplete(format!(
                     "The Date header '{}' is not a valid HTTP date.",
@@ -338,8 +406,9 @@ fn parse_header<'r>(req: &Request<'r>, value: &'r str) -> Result<ParsedAuth<'r>,
             }
         },
     };
-    let session_token = single_header(req.headers, "x-amz-security-token")?.map(Cow::Borrowed);
-    let region_set = single_header(req.headers, "x-amz-region-set")?.map(Cow::Borrowed);
+    let session_token =
+        single_header(req.headers, &names::X_AMZ_SECURITY_TOKEN)?.map(Cow::Borrowed);
+    let region_set = single_header(req.headers, &names::X_AMZ_REGION_SET)?.map(Cow::Borrowed);
     build(
         algorithm,
         Location::Header,
@@ -425,10 +494,14 @@ fn build<'r>(
     Ok(ParsedAuth {
         algorithm,
         location,
-        credential,
-        parts,
+        credential: CredentialString {
+            text: credential,
+            parts,
+        },
         region_set,
         signed_headers,
+        signed_names: SmallVec::new(),
+        signed_values: SmallVec::new(),
         signature,
         time,
         expires,
@@ -458,9 +531,10 @@ fn split_credential(credential: &str, algorithm: Algorithm) -> Result<Credential
         ))
     };
     let akid_end = credential.find('/').ok_or_else(bad)?;
-    let mut ranges = Vec::with_capacity(5);
+    // At most four pieces after the key id; a fifth means the shape is wrong.
+    let mut ranges: SmallVec<[std::ops::Range<usize>; 5]> = SmallVec::new();
     let mut start = akid_end + 1;
-    for piece in credential.get(start..).ok_or_else(bad)?.split('/') {
+    for piece in credential.get(start..).ok_or_else(bad)?.split('/').take(5) {
         ranges.push(start..start + piece.len());
         start += piece.len() + 1;
     }

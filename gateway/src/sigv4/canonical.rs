@@ -3,13 +3,12 @@
 
 use std::borrow::Cow;
 
-use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
-use super::auth::{Q_SIGNATURE, query_pairs};
+use super::auth::{ParsedAuth, Q_SIGNATURE, query_pairs};
 use super::encode::{
-    Sink, canonical_query_component, encode_s3_path, encode_strict, is_unreserved, normalize_path,
-    put_hex,
+    Buffered, Sink, canonical_query_component, encode_s3_path, encode_strict, is_unreserved,
+    normalize_path, put_hex,
 };
 
 /// The payload line of a canonical request.
@@ -28,13 +27,13 @@ const REDACTED: &[u8] = b"<redacted>";
 pub(crate) type QueryPairs<'a> = Vec<(Cow<'a, [u8]>, Cow<'a, [u8]>)>;
 
 /// The parts of a canonical request that are computed once per verification.
-pub(crate) struct Canonical<'a> {
+pub(crate) struct Canonical<'a, 'r> {
     pub method: &'a str,
     pub path: &'a str,
     pub s3_style: bool,
     pub query: QueryPairs<'a>,
-    pub headers: &'a HeaderMap,
-    pub signed_headers: &'a str,
+    /// The signature's signed headers and their values, gathered at parse time.
+    pub auth: &'a ParsedAuth<'r>,
     pub payload: PayloadLine<'a>,
 }
 
@@ -75,7 +74,7 @@ fn put_header_value(out: &mut impl Sink, value: &[u8]) {
     out.put(value.get(start..).unwrap_or_default());
 }
 
-impl Canonical<'_> {
+impl Canonical<'_, '_> {
     /// Writes the canonical request.
     pub fn write(&self, out: &mut impl Sink) {
         self.write_with(out, false);
@@ -112,24 +111,28 @@ impl Canonical<'_> {
             }
         }
         out.put(b"\n");
-        for name in self.signed_headers.split(';') {
+        let mut values = self.auth.signed_values.iter().peekable();
+        for (i, name) in self.auth.signed_headers().enumerate() {
             out.put(name.as_bytes());
             out.put(b":");
-            if redact && name == "x-amz-security-token" {
+            let hide = redact && name == "x-amz-security-token";
+            if hide {
                 out.put(REDACTED);
-                out.put(b"\n");
-                continue;
             }
-            for (i, value) in self.headers.get_all(name).iter().enumerate() {
-                if i > 0 {
-                    out.put(b",");
+            let mut first = true;
+            while let Some((_, value)) = values.next_if(|(index, _)| *index == i) {
+                if !hide {
+                    if !first {
+                        out.put(b",");
+                    }
+                    put_header_value(out, value.as_bytes());
                 }
-                put_header_value(out, value.as_bytes());
+                first = false;
             }
             out.put(b"\n");
         }
         out.put(b"\n");
-        out.put(self.signed_headers.as_bytes());
+        out.put(self.auth.signed_headers.as_bytes());
         out.put(b"\n");
         match self.payload {
             PayloadLine::Text(t) => out.put(t.as_bytes()),
@@ -140,7 +143,7 @@ impl Canonical<'_> {
     /// SHA-256 of the canonical request.
     pub fn hash(&self) -> [u8; 32] {
         let mut h = Sha256::new();
-        self.write(&mut h);
+        self.write(&mut Buffered::new(&mut h));
         h.finalize().into()
     }
 

@@ -31,7 +31,7 @@
 //! let secret = Secret::from("wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"); // identity look-up
 //! let credential = Credential { secret: &secret, expires_at: None, allow_unsigned_payload: false };
 //! let verified = verifier.verify(&req, &auth, &credential, now)?;
-//! assert_eq!(verified.access_key_id, "AKIDEXAMPLE");
+//! assert_eq!(verified.access_key_id(), "AKIDEXAMPLE");
 //!
 //! // A bad signature names the AWS code and what the gateway computed.
 //! let mut tampered = headers.clone();

@@ -2,20 +2,31 @@
 //! secret from the identity stage) check it and the payload. Produces the [`Verified`]
 //! proof the rest of the gateway takes.
 
+use std::sync::Arc;
+
 use hmac::Mac;
 use sha2::{Digest, Sha256};
+use smallvec::SmallVec;
 use subtle::ConstantTimeEq;
 
-use super::auth::{self, Algorithm, Location, ParsedAuth, SignatureBytes, printable};
+use super::auth::{
+    self, Algorithm, CredentialString, Location, ParsedAuth, SignatureBytes, names, printable,
+    single_header,
+};
 use super::canonical::{Canonical, PayloadLine, canonical_query, write_string_to_sign};
-use super::chunked::{ChunkDecoder, EMPTY_SHA256_HEX, MacSink};
-use super::encode::{decode_hex, hex};
-use super::keys::KeyCache;
+use super::chunked::{ChunkDecoder, MacSink};
+use super::encode::{Buffered, decode_hex, hex};
+use super::keys::{KeyCache, V4Key};
 use super::request::S3_SERVICES;
 use super::{AmzTime, Body, Code, Credential, Policy, Rejection, Request, SignatureDetail, sigv4a};
 
 const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
 const STREAMING_V4: &str = "STREAMING-AWS4-HMAC-SHA256-PAYLOAD";
+/// SHA-256 of the empty body, the payload hash of most GETs.
+const EMPTY_SHA256: [u8; 32] = [
+    0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
+    0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55,
+];
 
 /// What was proven about the body.
 #[derive(Debug)]
@@ -34,26 +45,48 @@ pub enum Payload {
 /// Proof that a request was signed by the holder of a secret, for this scope, in time.
 #[derive(Debug)]
 pub struct Verified {
-    /// The access key id that signed.
-    pub access_key_id: String,
+    /// The credential that signed: access key id, scope date, region, service.
+    pub credential: CredentialString<String>,
+    /// The SigV4a region set, as signed.
+    pub region_set: Option<String>,
     /// SigV4 or SigV4a.
     pub algorithm: Algorithm,
     /// Header or presigned query.
     pub location: Location,
     /// The signed request time.
     pub time: AmzTime,
-    /// The scope's region (`None` for SigV4a).
-    pub region: Option<String>,
-    /// The SigV4a region set.
-    pub region_set: Option<String>,
-    /// The scope's service.
-    pub service: String,
-    /// Signed header names, lower-case and sorted.
-    pub signed_headers: Vec<String>,
     /// Whether a session token was signed with the request.
     pub has_session_token: bool,
     /// What was proven about the body.
     pub payload: Payload,
+    signed_headers: String,
+}
+
+impl Verified {
+    /// The access key id that signed.
+    pub fn access_key_id(&self) -> &str {
+        self.credential.access_key_id()
+    }
+
+    /// The scope's service.
+    pub fn service(&self) -> &str {
+        self.credential.service()
+    }
+
+    /// The scope's region (`None` for SigV4a).
+    pub fn region(&self) -> Option<&str> {
+        self.credential.region()
+    }
+
+    /// The SigV4a region set.
+    pub fn region_set(&self) -> Option<&str> {
+        self.region_set.as_deref()
+    }
+
+    /// Signed header names, lower-case and sorted.
+    pub fn signed_headers(&self) -> impl Iterator<Item = &str> {
+        self.signed_headers.split(';')
+    }
 }
 
 /// Verifies SigV4 and SigV4a requests against one [`Policy`]. Shareable across threads;
@@ -75,25 +108,7 @@ impl std::fmt::Debug for Verifier {
 fn is_lower_token(name: &str) -> bool {
     !name.is_empty()
         && name.bytes().all(|b| {
-            b.is_ascii_lowercase()
-                || b.is_ascii_digit()
-                || matches!(
-                    b,
-                    b'!' | b'#'
-                        | b'$'
-                        | b'%'
-                        | b'&'
-                        | b'\''
-                        | b'*'
-                        | b'+'
-                        | b'-'
-                        | b'.'
-                        | b'^'
-                        | b'_'
-                        | b'`'
-                        | b'|'
-                        | b'~'
-                )
+            b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
         })
 }
 
@@ -109,6 +124,10 @@ fn region_matches(pattern: &str, region: &str) -> bool {
         }
     }
 }
+
+/// A signature that did not match; the report is built only once every candidate payload
+/// line has failed, so a forged request costs no allocation per attempt.
+struct Mismatch;
 
 impl Verifier {
     /// A verifier for this policy.
@@ -126,26 +145,29 @@ impl Verifier {
     /// signed headers, scope, time; `now` is Unix seconds). The identity stage then looks up
     /// [`ParsedAuth::access_key_id`] and [`ParsedAuth::session_token`].
     pub fn parse<'r>(&self, req: &Request<'r>, now: i64) -> Result<ParsedAuth<'r>, Rejection> {
-        let auth = auth::parse(req, self.policy.limits.max_query_params)?;
-        self.check_signed_headers(req, &auth)?;
+        let mut auth = auth::parse(req, self.policy.limits.max_query_params)?;
+        self.check_signed_headers(req, &mut auth)?;
         self.check_scope(&auth)?;
         self.check_time(&auth, now)?;
         Ok(auth)
     }
 
-    fn check_signed_headers(
+    /// Splits `SignedHeaders` once, checks it, and gathers the signed headers' values in one
+    /// pass over the request's headers.
+    fn check_signed_headers<'r>(
         &self,
-        req: &Request<'_>,
-        auth: &ParsedAuth<'_>,
+        req: &Request<'r>,
+        auth: &mut ParsedAuth<'r>,
     ) -> Result<(), Rejection> {
+        let list: &str = &auth.signed_headers;
+        let max = self.policy.limits.max_signed_headers;
+        let mut ranges: SmallVec<[(u32, u32); 12]> = SmallVec::new();
+        let mut start = 0usize;
         let mut previous: Option<&str> = None;
-        let mut count = 0;
-        for name in auth.signed_headers() {
-            count += 1;
-            if count > self.policy.limits.max_signed_headers {
+        for name in list.split(';') {
+            if ranges.len() >= max {
                 return Err(Rejection::incomplete(format!(
-                    "SignedHeaders names more than {} headers, the most this gateway accepts.",
-                    self.policy.limits.max_signed_headers
+                    "SignedHeaders names more than {max} headers, the most this gateway accepts."
                 )));
             }
             if !is_lower_token(name) {
@@ -160,39 +182,66 @@ impl Verifier {
                 ));
             }
             previous = Some(name);
-            if !req.headers.contains_key(name) {
-                return Err(Rejection::incomplete(format!(
-                    "SignedHeaders names '{name}', but the request has no such header."
-                )));
+            let end = start + name.len();
+            let range = u32::try_from(start).ok().zip(u32::try_from(end).ok());
+            ranges.push(range.ok_or_else(|| Rejection::incomplete("SignedHeaders is too long."))?);
+            start = end + 1;
+        }
+        let name_at = |&(s, e): &(u32, u32)| list.get(s as usize..e as usize).unwrap_or("");
+        let index_of = |name: &str| ranges.binary_search_by(|r| name_at(r).cmp(name)).ok();
+
+        let mut values: SmallVec<[(usize, &'r http::HeaderValue); 12]> = SmallVec::new();
+        for (name, value) in req.headers.iter() {
+            if let Some(i) = index_of(name.as_str()) {
+                values.push((i, value));
             }
         }
-        let signed = |name: &str| auth.signed_headers().any(|s| s == name);
-        if !signed("host") {
+        // Stable: repeated headers keep their request order.
+        values.sort_by_key(|&(i, _)| i);
+        let mut present = values.iter().map(|&(i, _)| i).peekable();
+        for (i, range) in ranges.iter().enumerate() {
+            if present.peek() != Some(&i) {
+                return Err(Rejection::incomplete(format!(
+                    "SignedHeaders names '{}', but the request has no such header.",
+                    name_at(range)
+                )));
+            }
+            while present.next_if_eq(&i).is_some() {}
+        }
+
+        if index_of("host").is_none() {
             return Err(Rejection::incomplete(
                 "'Host' must be a signed header (list it in SignedHeaders).",
             ));
         }
-        let mut must_sign_if_present: Vec<&str> =
-            vec!["x-amz-security-token", "x-amz-content-sha256"];
-        if auth.location == Location::Header {
-            must_sign_if_present.push("x-amz-date");
-            if auth.algorithm == Algorithm::V4a {
-                must_sign_if_present.push("x-amz-region-set");
-            }
+        let header_mode = auth.location == Location::Header;
+        let must_sign = [
+            (&names::X_AMZ_SECURITY_TOKEN, true),
+            (&names::X_AMZ_CONTENT_SHA256, true),
+            (&names::X_AMZ_DATE, header_mode),
+            (
+                &names::X_AMZ_REGION_SET,
+                header_mode && auth.algorithm == Algorithm::V4a,
+            ),
+        ];
+        let configured = self
+            .policy
+            .required_signed_headers
+            .iter()
+            .map(String::as_str);
+        let unsigned = must_sign
+            .iter()
+            .filter(|(_, applies)| *applies)
+            .map(|(name, _)| name.as_str())
+            .chain(configured)
+            .find(|&name| req.headers.contains_key(name) && index_of(name).is_none());
+        if let Some(name) = unsigned {
+            return Err(Rejection::incomplete(format!(
+                "The request carries '{name}' but does not sign it; add it to SignedHeaders."
+            )));
         }
-        must_sign_if_present.extend(
-            self.policy
-                .required_signed_headers
-                .iter()
-                .map(String::as_str),
-        );
-        for name in must_sign_if_present {
-            if req.headers.contains_key(name) && !signed(name) {
-                return Err(Rejection::incomplete(format!(
-                    "The request carries '{name}' but does not sign it; add it to SignedHeaders."
-                )));
-            }
-        }
+        auth.signed_names = ranges;
+        auth.signed_values = values;
         Ok(())
     }
 
@@ -201,8 +250,8 @@ impl Verifier {
             return Err(Rejection::new(
                 Code::SignatureDoesNotMatch,
                 format!(
-                    "Date in Credential scope ({}) does not match YYYYMMDD from the request date ({}); sign with \
-                     a scope for the request's own date.",
+                    "Date in Credential scope ({}) does not match YYYYMMDD from the request date ({}); \
+                     sign with a scope for the request's own date.",
                     printable(auth.scope_date()),
                     auth.time.iso()
                 ),
@@ -246,32 +295,34 @@ impl Verifier {
     fn check_time(&self, auth: &ParsedAuth<'_>, now: i64) -> Result<(), Rejection> {
         let t = auth.time.unix();
         let skew = self.policy.max_skew_secs;
-        let server = AmzTime::from_unix(now);
+        let server = || AmzTime::from_unix(now);
         match auth.expires {
             None if (t - now).abs() > skew => Err(Rejection::new(
                 Code::RequestTimeTooSkewed,
                 format!(
-                    "The difference between the request time ({}) and the server time ({}) is more than {skew} \
-                     seconds; check the caller's clock.",
+                    "The difference between the request time ({}) and the server time ({}) is more \
+                     than {skew} seconds; check the caller's clock.",
                     auth.time.iso(),
-                    server.iso()
+                    server().iso()
                 ),
             )),
             Some(_) if t - now > skew => Err(Rejection::new(
                 Code::RequestTimeTooSkewed,
                 format!(
-                    "The presigned URL's X-Amz-Date ({}) is in the future (server time {}); check the signer's clock.",
+                    "The presigned URL's X-Amz-Date ({}) is in the future (server time {}); check \
+                     the signer's clock.",
                     auth.time.iso(),
-                    server.iso()
+                    server().iso()
                 ),
             )),
             Some(expires) if now > t + expires => Err(Rejection::new(
                 Code::RequestExpired,
                 format!(
-                    "The presigned URL expired at {} (signed {} for {expires} seconds; server time {}); presign it again.",
+                    "The presigned URL expired at {} (signed {} for {expires} seconds; server time \
+                     {}); presign it again.",
                     AmzTime::from_unix(t + expires).iso(),
                     auth.time.iso(),
-                    server.iso()
+                    server().iso()
                 ),
             )),
             _ => Ok(()),
@@ -292,28 +343,25 @@ impl Verifier {
             return Err(Rejection::new(
                 Code::ExpiredToken,
                 format!(
-                    "The security token included in the request expired at {}; get new session credentials.",
+                    "The security token included in the request expired at {}; get new session \
+                     credentials.",
                     AmzTime::from_unix(expires_at).iso()
                 ),
             ));
         }
-        let service = auth.service();
-        let mut candidates = self.declared_payloads(req, auth)?.into_iter();
-        let mut first_error = None;
-        let (declared, canonical, signing_mac) = loop {
-            let Some(declared) = candidates.next() else {
-                return Err(first_error
-                    .unwrap_or_else(|| Rejection::incomplete("No payload hash to check.")));
-            };
+        let candidates = self.declared_payloads(req, auth)?;
+        let mut matched = None;
+        for declared in candidates.into_iter().flatten() {
             let canonical = self.prepare(req, auth, &declared)?;
-            let creq_hash = canonical.hash();
-            match self.check_signature(auth, credential, &creq_hash, || canonical.redacted_text()) {
-                Ok(mac) => break (declared, canonical, mac),
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
+            if let Ok(key) = self.check_signature(auth, credential, &canonical.hash()) {
+                matched = Some((declared, canonical, key));
+                break;
             }
+        }
+        let Some((declared, canonical, v4_key)) = matched else {
+            return Err(self.mismatch_report(req, auth)?);
         };
+
         let payload = match declared {
             Declared::Absent => match canonical.payload {
                 PayloadLine::Hash(h) => Payload::Signed(h),
@@ -323,15 +371,17 @@ impl Verifier {
                 let actual = body_hash(req.body).ok_or_else(|| {
                     Rejection::new(
                         Code::XAmzContentSHA256Mismatch,
-                        "A body with a declared x-amz-content-sha256 must be received whole before it is forwarded.",
+                        "A body with a declared x-amz-content-sha256 must be received whole \
+                         before it is forwarded.",
                     )
                 })?;
                 if !bool::from(actual.ct_eq(&expected)) {
                     return Err(Rejection::new(
                         Code::XAmzContentSHA256Mismatch,
                         format!(
-                            "The provided 'x-amz-content-sha256' header does not match what was computed: the body \
-                             received hashes to {}. The body was altered or the hash was computed over other bytes.",
+                            "The provided 'x-amz-content-sha256' header does not match what was \
+                             computed: the body received hashes to {}. The body was altered or the \
+                             hash was computed over other bytes.",
                             hex(&actual)
                         ),
                     ));
@@ -341,76 +391,78 @@ impl Verifier {
             Declared::Text(_, DeclaredKind::Unsigned) => {
                 let empty = match req.body {
                     Body::Bytes(b) => b.is_empty(),
-                    Body::Sha256(h) => hex(&h) == EMPTY_SHA256_HEX,
+                    Body::Sha256(h) => h == EMPTY_SHA256,
                     Body::Streaming => false,
                 };
                 if !empty && !credential.allow_unsigned_payload {
                     return Err(Rejection::new(
                         Code::AccessDenied,
-                        "This caller may not send UNSIGNED-PAYLOAD with a body: sign the payload (x-amz-content-sha256 \
-                         with its SHA-256) or ask for unsigned payloads to be allowed for this caller.",
+                        "This caller may not send UNSIGNED-PAYLOAD with a body: sign the payload \
+                         (x-amz-content-sha256 with its SHA-256) or ask for unsigned payloads to be \
+                         allowed for this caller.",
                     ));
                 }
                 Payload::Unsigned
             }
             Declared::Text(_, DeclaredKind::Streaming) => {
-                let (SignatureBytes::V4(seed), Some(mac)) = (&auth.signature, signing_mac) else {
-                    return Err(Rejection::new(
-                        Code::XAmzContentSHA256Mismatch,
-                        "Chunk-signed bodies are supported with AWS4-HMAC-SHA256 only.",
-                    ));
-                };
-                let expected_length = match req.headers.get("x-amz-decoded-content-length") {
-                    None => None,
-                    Some(v) => Some(
-                        v.to_str()
-                            .ok()
-                            .and_then(|s| s.trim().parse::<u64>().ok())
-                            .ok_or_else(|| {
-                                Rejection::new(
-                                    Code::IncompleteBody,
-                                    "x-amz-decoded-content-length is not a whole number of bytes.",
-                                )
-                            })?,
-                    ),
-                };
-                let mut decoder = ChunkDecoder::new(
-                    mac,
-                    auth.time.iso(),
-                    auth.scope(),
-                    *seed,
-                    expected_length,
-                    self.policy.limits.max_chunk_size,
-                );
-                match req.body {
-                    Body::Streaming => Payload::Streaming(Box::new(decoder)),
-                    Body::Bytes(b) => {
-                        let mut out = Vec::with_capacity(b.len());
-                        decoder.feed(b, &mut out)?;
-                        decoder.finish()?;
-                        Payload::Decoded(out)
-                    }
-                    Body::Sha256(_) => {
-                        return Err(Rejection::new(
-                            Code::IncompleteBody,
-                            "A chunk-signed body must be given to the verifier as bytes or streamed.",
-                        ));
-                    }
-                }
+                self.streaming_payload(req, auth, v4_key)?
             }
         };
         Ok(Verified {
-            access_key_id: auth.access_key_id().to_owned(),
+            credential: auth.credential.to_owned_string(),
+            region_set: auth.region_set().map(str::to_owned),
             algorithm: auth.algorithm,
             location: auth.location,
             time: auth.time,
-            region: auth.region().map(str::to_owned),
-            region_set: auth.region_set().map(str::to_owned),
-            service: service.to_owned(),
-            signed_headers: auth.signed_headers().map(str::to_owned).collect(),
             has_session_token: auth.session_token.is_some(),
             payload,
+            signed_headers: auth.signed_headers.to_string(),
         })
+    }
+
+    fn streaming_payload(
+        &self,
+        req: &Request<'_>,
+        auth: &ParsedAuth<'_>,
+        key: Option<Arc<V4Key>>,
+    ) -> Result<Payload, Rejection> {
+        let (SignatureBytes::V4(seed), Some(key)) = (&auth.signature, key) else {
+            return Err(Rejection::new(
+                Code::XAmzContentSHA256Mismatch,
+                "Chunk-signed bodies are supported with AWS4-HMAC-SHA256 only.",
+            ));
+        };
+        let expected_length = single_header(req.headers, &names::X_AMZ_DECODED_CONTENT_LENGTH)?
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    Rejection::new(
+                        Code::IncompleteBody,
+                        "x-amz-decoded-content-length is not a whole number of bytes.",
+                    )
+                })
+            })
+            .transpose()?;
+        let mut decoder = ChunkDecoder::new(
+            key.mac.clone(),
+            auth.time.iso(),
+            auth.scope(),
+            *seed,
+            expected_length,
+            self.policy.limits.max_chunk_size,
+        );
+        match req.body {
+            Body::Streaming => Ok(Payload::Streaming(Box::new(decoder))),
+            Body::Bytes(b) => {
+                let mut out = Vec::with_capacity(b.len());
+                decoder.feed(b, &mut out)?;
+                decoder.finish()?;
+                Ok(Payload::Decoded(out))
+            }
+            Body::Sha256(_) => Err(Rejection::new(
+                Code::IncompleteBody,
+                "A chunk-signed body must be given to the verifier as bytes or streamed.",
+            )),
+        }
     }
 
     /// The canonical request and string to sign the gateway computes for a parsed
@@ -420,9 +472,19 @@ impl Verifier {
         req: &Request<'_>,
         auth: &ParsedAuth<'_>,
     ) -> Result<SignatureDetail, Rejection> {
-        let declared = self
-            .declared_payloads(req, auth)?
+        self.detail(req, auth, false)
+    }
+
+    fn detail(
+        &self,
+        req: &Request<'_>,
+        auth: &ParsedAuth<'_>,
+        redact: bool,
+    ) -> Result<SignatureDetail, Rejection> {
+        let declared = self.declared_payloads(req, auth)?;
+        let declared = declared
             .into_iter()
+            .flatten()
             .next()
             .unwrap_or(Declared::Absent);
         let canonical = self.prepare(req, auth, &declared)?;
@@ -435,55 +497,71 @@ impl Verifier {
             &canonical.hash(),
         );
         Ok(SignatureDetail {
-            canonical_request: canonical.text(),
+            canonical_request: if redact {
+                canonical.redacted_text()
+            } else {
+                canonical.text()
+            },
             string_to_sign: String::from_utf8_lossy(&sts).into_owned(),
         })
+    }
+
+    /// `SignatureDoesNotMatch` with what the gateway computed (for the most likely payload
+    /// line), the session token redacted.
+    fn mismatch_report(
+        &self,
+        req: &Request<'_>,
+        auth: &ParsedAuth<'_>,
+    ) -> Result<Rejection, Rejection> {
+        let d = self.detail(req, auth, true)?;
+        Ok(Rejection::signature_mismatch(
+            d.canonical_request,
+            d.string_to_sign,
+        ))
     }
 
     fn s3_style(&self, service: &str) -> bool {
         self.policy.s3_style_services.iter().any(|s| s == service)
     }
 
-    /// Reads the declared payload and assembles the canonical request.
-    fn prepare<'a>(
+    /// Assembles the canonical request for one payload line.
+    fn prepare<'a, 'r>(
         &self,
         req: &Request<'a>,
-        auth: &'a ParsedAuth<'_>,
+        auth: &'a ParsedAuth<'r>,
         declared: &Declared<'a>,
-    ) -> Result<Canonical<'a>, Rejection> {
+    ) -> Result<Canonical<'a, 'r>, Rejection> {
         let payload = match declared {
             Declared::Text(text, _) => PayloadLine::Text(text),
             Declared::Absent => PayloadLine::Hash(body_hash(req.body).ok_or_else(|| {
                 Rejection::new(
                     Code::XAmzContentSHA256Mismatch,
-                    "The body's hash cannot be checked on a streamed body without x-amz-content-sha256.",
+                    "The body's hash cannot be checked on a streamed body without \
+                     x-amz-content-sha256.",
                 )
             })?),
         };
-        let canonical = Canonical {
+        Ok(Canonical {
             method: req.method,
             path: req.path,
             s3_style: self.s3_style(auth.service()),
             query: canonical_query(req.query, auth.location == Location::Query),
-            headers: req.headers,
-            signed_headers: &auth.signed_headers,
+            auth,
             payload,
-        };
-        Ok(canonical)
+        })
     }
 
-    /// Checks the request signature; for SigV4 returns the keyed MAC (chunk signatures
+    /// Checks the request signature; for SigV4 returns the signing key (chunk signatures
     /// chain from it).
     fn check_signature(
         &self,
         auth: &ParsedAuth<'_>,
         credential: &Credential<'_>,
         creq_hash: &[u8; 32],
-        canonical_text: impl FnOnce() -> String,
-    ) -> Result<Option<super::keys::HmacSha256>, Rejection> {
+    ) -> Result<Option<Arc<V4Key>>, Mismatch> {
         let akid = auth.access_key_id();
         let alg = auth.algorithm.as_str();
-        let (ok, mac) = match &auth.signature {
+        match &auth.signature {
             SignatureBytes::V4(provided) => {
                 let region = auth.region().unwrap_or("");
                 let key = self.keys.v4(
@@ -495,36 +573,30 @@ impl Verifier {
                 );
                 let mut mac = key.mac.clone();
                 write_string_to_sign(
-                    &mut MacSink(&mut mac),
+                    &mut Buffered::new(&mut MacSink(&mut mac)),
                     alg,
                     auth.time.iso(),
                     auth.scope(),
                     creq_hash,
                 );
                 let computed: [u8; 32] = mac.finalize().into_bytes().into();
-                (bool::from(computed.ct_eq(provided)), Some(key.mac.clone()))
+                if bool::from(computed.ct_eq(provided)) {
+                    Ok(Some(key))
+                } else {
+                    Err(Mismatch)
+                }
             }
             SignatureBytes::V4a(der) => {
-                let key = self.keys.v4a(akid, credential.secret).ok_or_else(|| {
-                    Rejection::new(
-                        Code::SignatureDoesNotMatch,
-                        "No SigV4a key can be derived from this credential.",
-                    )
-                })?;
+                let key = self.keys.v4a(akid, credential.secret).ok_or(Mismatch)?;
                 let mut sts = Vec::with_capacity(128);
                 write_string_to_sign(&mut sts, alg, auth.time.iso(), auth.scope(), creq_hash);
-                (sigv4a::verify(&key.key, &sts, der), None)
+                if sigv4a::verify(&key.key, &sts, der) {
+                    Ok(None)
+                } else {
+                    Err(Mismatch)
+                }
             }
-        };
-        if ok {
-            return Ok(mac);
         }
-        let mut sts = Vec::with_capacity(128);
-        write_string_to_sign(&mut sts, alg, auth.time.iso(), auth.scope(), creq_hash);
-        Err(Rejection::signature_mismatch(
-            canonical_text(),
-            String::from_utf8_lossy(&sts).into_owned(),
-        ))
     }
 
     /// The payload lines the request may have been signed with, most likely first.
@@ -532,18 +604,21 @@ impl Verifier {
         &self,
         req: &Request<'r>,
         auth: &ParsedAuth<'_>,
-    ) -> Result<Vec<Declared<'r>>, Rejection> {
+    ) -> Result<[Option<Declared<'r>>; 2], Rejection> {
         if auth.location == Location::Query {
             // A presigned URL carries no payload hash: S3 signers sign UNSIGNED-PAYLOAD,
-            // others the body's hash, and some sign UNSIGNED-PAYLOAD for any service.
+            // others the body's hash, and some sign UNSIGNED-PAYLOAD for any service. The
+            // second guess costs an HMAC; SigV4a (an ECDSA verification each) gets one.
             let unsigned = Declared::Text(UNSIGNED_PAYLOAD, DeclaredKind::Unsigned);
-            return Ok(if S3_SERVICES.contains(&auth.service()) {
-                vec![unsigned, Declared::Absent]
+            let (first, second) = if S3_SERVICES.contains(&auth.service()) {
+                (unsigned, Declared::Absent)
             } else {
-                vec![Declared::Absent, unsigned]
-            });
+                (Declared::Absent, unsigned)
+            };
+            let second = (auth.algorithm == Algorithm::V4).then_some(second);
+            return Ok([Some(first), second]);
         }
-        self.declared_header(req, auth).map(|d| vec![d])
+        Ok([Some(self.declared_header(req, auth)?), None])
     }
 
     fn declared_header<'r>(
@@ -551,22 +626,8 @@ impl Verifier {
         req: &Request<'r>,
         auth: &ParsedAuth<'_>,
     ) -> Result<Declared<'r>, Rejection> {
-        let raw = {
-            let mut values = req.headers.get_all("x-amz-content-sha256").iter();
-            match (values.next(), values.next()) {
-                (None, _) => return Ok(Declared::Absent),
-                (Some(_), Some(_)) => {
-                    return Err(Rejection::incomplete(
-                        "The request carries more than one x-amz-content-sha256 header.",
-                    ));
-                }
-                (Some(v), None) => v.to_str().map_err(|_| {
-                    Rejection::new(
-                        Code::XAmzContentSHA256Mismatch,
-                        "x-amz-content-sha256 is not valid ASCII.",
-                    )
-                })?,
-            }
+        let Some(raw) = single_header(req.headers, &names::X_AMZ_CONTENT_SHA256)? else {
+            return Ok(Declared::Absent);
         };
         let kind = match raw {
             UNSIGNED_PAYLOAD => DeclaredKind::Unsigned,
@@ -577,8 +638,8 @@ impl Verifier {
                     return Err(Rejection::new(
                         Code::XAmzContentSHA256Mismatch,
                         format!(
-                            "x-amz-content-sha256 '{}' is not supported: send the body's SHA-256 in hex, \
-                             UNSIGNED-PAYLOAD (if allowed) or {STREAMING_V4}.",
+                            "x-amz-content-sha256 '{}' is not supported: send the body's SHA-256 in \
+                             hex, UNSIGNED-PAYLOAD (if allowed) or {STREAMING_V4}.",
                             printable(other)
                         ),
                     ));
@@ -591,6 +652,7 @@ impl Verifier {
 
 fn body_hash(body: Body<'_>) -> Option<[u8; 32]> {
     match body {
+        Body::Bytes([]) => Some(EMPTY_SHA256),
         Body::Bytes(b) => Some(Sha256::digest(b).into()),
         Body::Sha256(h) => Some(h),
         Body::Streaming => None,
