@@ -67,9 +67,9 @@ pub struct ParsedAuth<'r> {
     pub(crate) region_set: Option<Cow<'r, str>>,
     pub(crate) signed_headers: Cow<'r, str>,
     /// Byte ranges of the names in `signed_headers`, split once by the verifier.
-    pub(crate) signed_names: SmallVec<[(u32, u32); 12]>,
+    pub(crate) signed_names: SmallVec<[(u32, u32); 8]>,
     /// The values of the signed headers: index into `signed_names`, then request order.
-    pub(crate) signed_values: SmallVec<[(usize, &'r HeaderValue); 12]>,
+    pub(crate) signed_values: SmallVec<[(usize, &'r HeaderValue); 8]>,
     pub(crate) signature: SignatureBytes,
     pub(crate) time: AmzTime,
     pub(crate) expires: Option<i64>,

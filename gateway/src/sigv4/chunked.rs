@@ -7,7 +7,7 @@ use std::fmt;
 
 use hmac::Mac;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use super::secret::ct_eq;
 
 use super::encode::{decode_hex, put_hex};
 use super::keys::HmacSha256;
@@ -232,7 +232,7 @@ impl ChunkDecoder {
         let digest: [u8; 32] = Sha256::digest(&self.data).into();
         put_hex(&mut MacSink(&mut mac), &digest);
         let computed: [u8; 32] = mac.finalize().into_bytes().into();
-        if !bool::from(computed.ct_eq(&self.chunk_signature)) {
+        if !ct_eq(&computed, &self.chunk_signature) {
             return Err(Rejection::new(
                 Code::SignatureDoesNotMatch,
                 format!(

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use hmac::Mac;
 use sha2::{Digest, Sha256};
 use smallvec::SmallVec;
-use subtle::ConstantTimeEq;
 
 use super::auth::{
     self, Algorithm, CredentialString, Location, ParsedAuth, SignatureBytes, names, printable,
@@ -18,6 +17,7 @@ use super::chunked::{ChunkDecoder, MacSink};
 use super::encode::{Buffered, decode_hex, hex};
 use super::keys::{KeyCache, V4Key};
 use super::request::S3_SERVICES;
+use super::secret::ct_eq;
 use super::{AmzTime, Body, Code, Credential, Policy, Rejection, Request, SignatureDetail, sigv4a};
 
 const UNSIGNED_PAYLOAD: &str = "UNSIGNED-PAYLOAD";
@@ -161,7 +161,7 @@ impl Verifier {
     ) -> Result<(), Rejection> {
         let list: &str = &auth.signed_headers;
         let max = self.policy.limits.max_signed_headers;
-        let mut ranges: SmallVec<[(u32, u32); 12]> = SmallVec::new();
+        let mut ranges: SmallVec<[(u32, u32); 8]> = SmallVec::new();
         let mut start = 0usize;
         let mut previous: Option<&str> = None;
         for name in list.split(';') {
@@ -188,11 +188,42 @@ impl Verifier {
             start = end + 1;
         }
         let name_at = |&(s, e): &(u32, u32)| list.get(s as usize..e as usize).unwrap_or("");
-        let index_of = |name: &str| ranges.binary_search_by(|r| name_at(r).cmp(name)).ok();
+        // Linear and length-first: a handful of names, most rejected without a memcmp.
+        let index_of = |name: &str| {
+            ranges.iter().position(|&(s, e)| (e - s) as usize == name.len() && name_at(&(s, e)) == name)
+        };
+        let header_mode = auth.location == Location::Header;
+        let must_sign = [
+            (names::X_AMZ_SECURITY_TOKEN.as_str(), true),
+            (names::X_AMZ_CONTENT_SHA256.as_str(), true),
+            (names::X_AMZ_DATE.as_str(), header_mode),
+            (names::X_AMZ_REGION_SET.as_str(), header_mode && auth.algorithm == Algorithm::V4a),
+        ];
+        let must_be_signed = |name: &str| {
+            must_sign.iter().any(|&(m, applies)| applies && m.len() == name.len() && m == name)
+                || self.policy.required_signed_headers.iter().any(|r| r == name)
+        };
 
-        let mut values: SmallVec<[(usize, &'r http::HeaderValue); 12]> = SmallVec::new();
+        let mut values: SmallVec<[(usize, &'r http::HeaderValue); 8]> = SmallVec::new();
+        let mut previous_name: Option<&http::HeaderName> = None;
+        let mut previous_index = None;
         for (name, value) in req.headers.iter() {
-            if let Some(i) = index_of(name.as_str()) {
+            // Repeated values of one header come one after another: match the name once.
+            let index = match previous_name {
+                Some(p) if p == name => previous_index,
+                _ => {
+                    let index = index_of(name.as_str());
+                    if index.is_none() && must_be_signed(name.as_str()) {
+                        return Err(Rejection::incomplete(format!(
+                            "The request carries '{name}' but does not sign it; add it to SignedHeaders."
+                        )));
+                    }
+                    previous_name = Some(name);
+                    previous_index = index;
+                    index
+                }
+            };
+            if let Some(i) = index {
                 values.push((i, value));
             }
         }
@@ -208,37 +239,10 @@ impl Verifier {
             }
             while present.next_if_eq(&i).is_some() {}
         }
-
         if index_of("host").is_none() {
             return Err(Rejection::incomplete(
                 "'Host' must be a signed header (list it in SignedHeaders).",
             ));
-        }
-        let header_mode = auth.location == Location::Header;
-        let must_sign = [
-            (&names::X_AMZ_SECURITY_TOKEN, true),
-            (&names::X_AMZ_CONTENT_SHA256, true),
-            (&names::X_AMZ_DATE, header_mode),
-            (
-                &names::X_AMZ_REGION_SET,
-                header_mode && auth.algorithm == Algorithm::V4a,
-            ),
-        ];
-        let configured = self
-            .policy
-            .required_signed_headers
-            .iter()
-            .map(String::as_str);
-        let unsigned = must_sign
-            .iter()
-            .filter(|(_, applies)| *applies)
-            .map(|(name, _)| name.as_str())
-            .chain(configured)
-            .find(|&name| req.headers.contains_key(name) && index_of(name).is_none());
-        if let Some(name) = unsigned {
-            return Err(Rejection::incomplete(format!(
-                "The request carries '{name}' but does not sign it; add it to SignedHeaders."
-            )));
         }
         auth.signed_names = ranges;
         auth.signed_values = values;
@@ -375,7 +379,7 @@ impl Verifier {
                          before it is forwarded.",
                     )
                 })?;
-                if !bool::from(actual.ct_eq(&expected)) {
+                if !ct_eq(&actual, &expected) {
                     return Err(Rejection::new(
                         Code::XAmzContentSHA256Mismatch,
                         format!(
@@ -580,7 +584,7 @@ impl Verifier {
                     creq_hash,
                 );
                 let computed: [u8; 32] = mac.finalize().into_bytes().into();
-                if bool::from(computed.ct_eq(provided)) {
+                if ct_eq(&computed, provided) {
                     Ok(Some(key))
                 } else {
                     Err(Mismatch)
