@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderValue};
 use smallvec::SmallVec;
 
 use super::encode::{decode_hex, decode_hex_vec, decode_query_component};
@@ -74,6 +74,8 @@ pub struct ParsedAuth<'r> {
     pub(crate) time: AmzTime,
     pub(crate) expires: Option<i64>,
     pub(crate) session_token: Option<Cow<'r, str>>,
+    /// The headers read by name.
+    pub(crate) known: KnownHeaders<'r>,
 }
 
 /// A credential string, `AKID/date/region/service/aws4_request` (SigV4a: no region),
@@ -196,8 +198,6 @@ pub(crate) mod names {
     pub(crate) static X_AMZ_REGION_SET: HeaderName = HeaderName::from_static("x-amz-region-set");
     pub(crate) static X_AMZ_CONTENT_SHA256: HeaderName =
         HeaderName::from_static("x-amz-content-sha256");
-    pub(crate) static X_AMZ_DECODED_CONTENT_LENGTH: HeaderName =
-        HeaderName::from_static("x-amz-decoded-content-length");
 }
 
 /// Presigned-query parameter names (case-sensitive, as AWS treats them).
@@ -226,23 +226,61 @@ pub(crate) fn printable(s: &str) -> String {
     out
 }
 
-pub(crate) fn single_header<'h>(
-    headers: &'h HeaderMap,
-    name: &HeaderName,
-) -> Result<Option<&'h str>, Rejection> {
-    let mut values = headers.get_all(name).iter();
-    let Some(first) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err(Rejection::incomplete(format!(
-            "The request carries more than one '{name}' header; send exactly one."
-        )));
+/// The headers the core reads by name, found in one pass over the request's headers
+/// (a pass is cheaper than a hash look-up per name). Each may appear at most once.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct KnownHeaders<'r> {
+    pub(crate) authorization: Option<&'r HeaderValue>,
+    pub(crate) date: Option<&'r HeaderValue>,
+    pub(crate) x_amz_date: Option<&'r HeaderValue>,
+    pub(crate) security_token: Option<&'r HeaderValue>,
+    pub(crate) region_set: Option<&'r HeaderValue>,
+    pub(crate) content_sha256: Option<&'r HeaderValue>,
+    pub(crate) decoded_content_length: Option<&'r HeaderValue>,
+}
+
+impl<'r> KnownHeaders<'r> {
+    pub(crate) fn scan(headers: &'r HeaderMap) -> Result<Self, Rejection> {
+        let mut known = Self::default();
+        for (name, value) in headers {
+            let slot = if *name == names::AUTHORIZATION {
+                &mut known.authorization
+            } else if *name == names::DATE {
+                &mut known.date
+            } else if name.as_str().starts_with("x-amz-") {
+                match name.as_str() {
+                    "x-amz-date" => &mut known.x_amz_date,
+                    "x-amz-security-token" => &mut known.security_token,
+                    "x-amz-region-set" => &mut known.region_set,
+                    "x-amz-content-sha256" => &mut known.content_sha256,
+                    "x-amz-decoded-content-length" => &mut known.decoded_content_length,
+                    _ => continue,
+                }
+            } else {
+                continue;
+            };
+            if slot.replace(value).is_some() {
+                return Err(Rejection::incomplete(format!(
+                    "The request carries more than one '{name}' header; send exactly one."
+                )));
+            }
+        }
+        Ok(known)
     }
-    first
-        .to_str()
-        .map(|v| Some(v.trim()))
-        .map_err(|_| Rejection::incomplete(format!("The '{name}' header is not valid ASCII.")))
+}
+
+/// A known header's value as text, trimmed.
+pub(crate) fn header_text<'h>(
+    value: Option<&'h HeaderValue>,
+    name: &str,
+) -> Result<Option<&'h str>, Rejection> {
+    value
+        .map(|v| {
+            v.to_str().map(str::trim).map_err(|_| {
+                Rejection::incomplete(format!("The '{name}' header is not valid ASCII."))
+            })
+        })
+        .transpose()
 }
 
 struct PresignParams<'r> {
@@ -325,7 +363,8 @@ pub(crate) fn parse<'r>(
     req: &Request<'r>,
     max_query_params: usize,
 ) -> Result<ParsedAuth<'r>, Rejection> {
-    let header = single_header(req.headers, &names::AUTHORIZATION)?;
+    let known = KnownHeaders::scan(req.headers)?;
+    let header = header_text(known.authorization, "authorization")?;
     let presign = presign_params(req.query, max_query_params)?;
     match (header, presign) {
         (Some(_), Some(_)) => Err(Rejection::incomplete(
@@ -336,19 +375,19 @@ pub(crate) fn parse<'r>(
             "Missing Authentication Token: sign the request with AWS Signature Version 4 \
              (an Authorization header or a presigned URL).",
         )),
-        (Some(h), None) => parse_header(req, h),
+        (Some(h), None) => parse_header(known, h),
         (None, Some(p)) => {
-            if p.token.is_some() && req.headers.contains_key(&names::X_AMZ_SECURITY_TOKEN) {
+            if p.token.is_some() && known.security_token.is_some() {
                 return Err(Rejection::incomplete(
                     "The session token is sent twice, as X-Amz-Security-Token in the query and as a header; send it once.",
                 ));
             }
-            parse_presigned(p)
+            parse_presigned(known, p)
         }
     }
 }
 
-fn parse_header<'r>(req: &Request<'r>, value: &'r str) -> Result<ParsedAuth<'r>, Rejection> {
+fn parse_header<'r>(known: KnownHeaders<'r>, value: &'r str) -> Result<ParsedAuth<'r>, Rejection> {
     let (algorithm, rest) = value.split_once(' ').unwrap_or((value, ""));
     let algorithm = Algorithm::parse(algorithm)?;
     let (mut credential, mut signed_headers, mut signature) = (None, None, None);
@@ -385,14 +424,14 @@ fn parse_header<'r>(req: &Request<'r>, value: &'r str) -> Result<ParsedAuth<'r>,
     let signed_headers = signed_headers.ok_or_else(|| missing("SignedHeaders"))?;
     let signature = signature.ok_or_else(|| missing("Signature"))?;
 
-    let time = match single_header(req.headers, &names::X_AMZ_DATE)? {
+    let time = match header_text(known.x_amz_date, "x-amz-date")? {
         Some(v) => AmzTime::parse_iso(v).ok_or_else(|| {
             Rejection::incomplete(format!(
                 "X-Amz-Date '{}' is not in the form YYYYMMDD'T'HHMMSS'Z'.",
                 printable(v)
             ))
         })?,
-        None => match single_header(req.headers, &names::DATE)? {
+        None => match header_text(known.date, "date")? {
             Some(v) => AmzTime::parse_http_date(v).ok_or_else(|| {
                 Rejection::incomplete(format!(
                     "The Date header '{}' is not a valid HTTP date.",
@@ -407,9 +446,10 @@ fn parse_header<'r>(req: &Request<'r>, value: &'r str) -> Result<ParsedAuth<'r>,
         },
     };
     let session_token =
-        single_header(req.headers, &names::X_AMZ_SECURITY_TOKEN)?.map(Cow::Borrowed);
-    let region_set = single_header(req.headers, &names::X_AMZ_REGION_SET)?.map(Cow::Borrowed);
+        header_text(known.security_token, "x-amz-security-token")?.map(Cow::Borrowed);
+    let region_set = header_text(known.region_set, "x-amz-region-set")?.map(Cow::Borrowed);
     build(
+        known,
         algorithm,
         Location::Header,
         Cow::Borrowed(credential),
@@ -422,7 +462,10 @@ fn parse_header<'r>(req: &Request<'r>, value: &'r str) -> Result<ParsedAuth<'r>,
     )
 }
 
-fn parse_presigned(p: PresignParams<'_>) -> Result<ParsedAuth<'_>, Rejection> {
+fn parse_presigned<'r>(
+    known: KnownHeaders<'r>,
+    p: PresignParams<'r>,
+) -> Result<ParsedAuth<'r>, Rejection> {
     let algorithm = Algorithm::parse(&require(p.algorithm, Q_ALGORITHM)?)?;
     let credential = require(p.credential, Q_CREDENTIAL)?;
     let date = require(p.date, Q_DATE)?;
@@ -445,6 +488,7 @@ fn parse_presigned(p: PresignParams<'_>) -> Result<ParsedAuth<'_>, Rejection> {
         }
     };
     build(
+        known,
         algorithm,
         Location::Query,
         credential,
@@ -459,6 +503,7 @@ fn parse_presigned(p: PresignParams<'_>) -> Result<ParsedAuth<'_>, Rejection> {
 
 #[allow(clippy::too_many_arguments)]
 fn build<'r>(
+    known: KnownHeaders<'r>,
     algorithm: Algorithm,
     location: Location,
     credential: Cow<'r, str>,
@@ -502,6 +547,7 @@ fn build<'r>(
         signed_headers,
         signed_names: SmallVec::new(),
         signed_values: SmallVec::new(),
+        known,
         signature,
         time,
         expires,

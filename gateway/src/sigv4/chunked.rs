@@ -5,9 +5,9 @@
 
 use std::fmt;
 
+use super::secret::ct_eq;
 use hmac::Mac;
 use sha2::{Digest, Sha256};
-use super::secret::ct_eq;
 
 use super::encode::{decode_hex, put_hex};
 use super::keys::HmacSha256;

@@ -47,7 +47,9 @@ pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = 0u64;
     let (a_words, b_words) = (a.chunks_exact(8), b.chunks_exact(8));
     for (x, y) in a_words.clone().zip(b_words.clone()) {
-        let (Ok(x), Ok(y)) = (<[u8; 8]>::try_from(x), <[u8; 8]>::try_from(y)) else { return false };
+        let (Ok(x), Ok(y)) = (<[u8; 8]>::try_from(x), <[u8; 8]>::try_from(y)) else {
+            return false;
+        };
         diff |= u64::from_ne_bytes(x) ^ u64::from_ne_bytes(y);
     }
     for (x, y) in a_words.remainder().iter().zip(b_words.remainder()) {

@@ -9,8 +9,8 @@ use sha2::{Digest, Sha256};
 use smallvec::SmallVec;
 
 use super::auth::{
-    self, Algorithm, CredentialString, Location, ParsedAuth, SignatureBytes, names, printable,
-    single_header,
+    self, Algorithm, CredentialString, Location, ParsedAuth, SignatureBytes, header_text, names,
+    printable,
 };
 use super::canonical::{Canonical, PayloadLine, canonical_query, write_string_to_sign};
 use super::chunked::{ChunkDecoder, MacSink};
@@ -190,18 +190,29 @@ impl Verifier {
         let name_at = |&(s, e): &(u32, u32)| list.get(s as usize..e as usize).unwrap_or("");
         // Linear and length-first: a handful of names, most rejected without a memcmp.
         let index_of = |name: &str| {
-            ranges.iter().position(|&(s, e)| (e - s) as usize == name.len() && name_at(&(s, e)) == name)
+            ranges
+                .iter()
+                .position(|&(s, e)| (e - s) as usize == name.len() && name_at(&(s, e)) == name)
         };
         let header_mode = auth.location == Location::Header;
         let must_sign = [
             (names::X_AMZ_SECURITY_TOKEN.as_str(), true),
             (names::X_AMZ_CONTENT_SHA256.as_str(), true),
             (names::X_AMZ_DATE.as_str(), header_mode),
-            (names::X_AMZ_REGION_SET.as_str(), header_mode && auth.algorithm == Algorithm::V4a),
+            (
+                names::X_AMZ_REGION_SET.as_str(),
+                header_mode && auth.algorithm == Algorithm::V4a,
+            ),
         ];
         let must_be_signed = |name: &str| {
-            must_sign.iter().any(|&(m, applies)| applies && m.len() == name.len() && m == name)
-                || self.policy.required_signed_headers.iter().any(|r| r == name)
+            must_sign
+                .iter()
+                .any(|&(m, applies)| applies && m.len() == name.len() && m == name)
+                || self
+                    .policy
+                    .required_signed_headers
+                    .iter()
+                    .any(|r| r == name)
         };
 
         let mut values: SmallVec<[(usize, &'r http::HeaderValue); 8]> = SmallVec::new();
@@ -353,7 +364,7 @@ impl Verifier {
                 ),
             ));
         }
-        let candidates = self.declared_payloads(req, auth)?;
+        let candidates = self.declared_payloads(auth)?;
         let mut matched = None;
         for declared in candidates.into_iter().flatten() {
             let canonical = self.prepare(req, auth, &declared)?;
@@ -436,16 +447,19 @@ impl Verifier {
                 "Chunk-signed bodies are supported with AWS4-HMAC-SHA256 only.",
             ));
         };
-        let expected_length = single_header(req.headers, &names::X_AMZ_DECODED_CONTENT_LENGTH)?
-            .map(|v| {
-                v.parse::<u64>().map_err(|_| {
-                    Rejection::new(
-                        Code::IncompleteBody,
-                        "x-amz-decoded-content-length is not a whole number of bytes.",
-                    )
-                })
+        let expected_length = header_text(
+            auth.known.decoded_content_length,
+            "x-amz-decoded-content-length",
+        )?
+        .map(|v| {
+            v.parse::<u64>().map_err(|_| {
+                Rejection::new(
+                    Code::IncompleteBody,
+                    "x-amz-decoded-content-length is not a whole number of bytes.",
+                )
             })
-            .transpose()?;
+        })
+        .transpose()?;
         let mut decoder = ChunkDecoder::new(
             key.mac.clone(),
             auth.time.iso(),
@@ -485,7 +499,7 @@ impl Verifier {
         auth: &ParsedAuth<'_>,
         redact: bool,
     ) -> Result<SignatureDetail, Rejection> {
-        let declared = self.declared_payloads(req, auth)?;
+        let declared = self.declared_payloads(auth)?;
         let declared = declared
             .into_iter()
             .flatten()
@@ -606,8 +620,7 @@ impl Verifier {
     /// The payload lines the request may have been signed with, most likely first.
     fn declared_payloads<'r>(
         &self,
-        req: &Request<'r>,
-        auth: &ParsedAuth<'_>,
+        auth: &ParsedAuth<'r>,
     ) -> Result<[Option<Declared<'r>>; 2], Rejection> {
         if auth.location == Location::Query {
             // A presigned URL carries no payload hash: S3 signers sign UNSIGNED-PAYLOAD,
@@ -622,15 +635,11 @@ impl Verifier {
             let second = (auth.algorithm == Algorithm::V4).then_some(second);
             return Ok([Some(first), second]);
         }
-        Ok([Some(self.declared_header(req, auth)?), None])
+        Ok([Some(self.declared_header(auth)?), None])
     }
 
-    fn declared_header<'r>(
-        &self,
-        req: &Request<'r>,
-        auth: &ParsedAuth<'_>,
-    ) -> Result<Declared<'r>, Rejection> {
-        let Some(raw) = single_header(req.headers, &names::X_AMZ_CONTENT_SHA256)? else {
+    fn declared_header<'r>(&self, auth: &ParsedAuth<'r>) -> Result<Declared<'r>, Rejection> {
+        let Some(raw) = header_text(auth.known.content_sha256, "x-amz-content-sha256")? else {
             return Ok(Declared::Absent);
         };
         let kind = match raw {
