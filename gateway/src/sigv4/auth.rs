@@ -6,7 +6,9 @@ use std::borrow::Cow;
 use http::{HeaderMap, HeaderValue};
 use smallvec::SmallVec;
 
-use super::encode::{decode_hex, decode_hex_vec, decode_query_component};
+use super::encode::{
+    decode_hex, decode_hex_vec, decode_query_component, split_byte, split_once_byte,
+};
 use super::{AmzTime, Rejection, Request};
 
 /// The signing algorithm.
@@ -211,10 +213,9 @@ pub(crate) const Q_SIGNATURE: &str = "X-Amz-Signature";
 
 /// Splits a raw query into `(key, value)` pairs as sent, skipping empty pieces.
 pub(crate) fn query_pairs(query: &str) -> impl Iterator<Item = (&str, &str)> {
-    query
-        .split('&')
+    split_byte(query, b'&')
         .filter(|p| !p.is_empty())
-        .map(|p| p.split_once('=').unwrap_or((p, "")))
+        .map(|p| split_once_byte(p, b'=').unwrap_or((p, "")))
 }
 
 /// Shows at most 64 characters of caller input, escaped, in an error message.
@@ -388,15 +389,15 @@ pub(crate) fn parse<'r>(
 }
 
 fn parse_header<'r>(known: KnownHeaders<'r>, value: &'r str) -> Result<ParsedAuth<'r>, Rejection> {
-    let (algorithm, rest) = value.split_once(' ').unwrap_or((value, ""));
+    let (algorithm, rest) = split_once_byte(value, b' ').unwrap_or((value, ""));
     let algorithm = Algorithm::parse(algorithm)?;
     let (mut credential, mut signed_headers, mut signature) = (None, None, None);
-    for part in rest.split(',') {
+    for part in split_byte(rest, b',') {
         let part = part.trim();
         if part.is_empty() {
             continue;
         }
-        let (name, val) = part.split_once('=').unwrap_or((part, ""));
+        let (name, val) = split_once_byte(part, b'=').unwrap_or((part, ""));
         let slot = match name {
             "Credential" => &mut credential,
             "SignedHeaders" => &mut signed_headers,
@@ -576,11 +577,11 @@ fn split_credential(credential: &str, algorithm: Algorithm) -> Result<Credential
             printable(credential)
         ))
     };
-    let akid_end = credential.find('/').ok_or_else(bad)?;
+    let akid_end = credential.bytes().position(|b| b == b'/').ok_or_else(bad)?;
     // At most four pieces after the key id; a fifth means the shape is wrong.
     let mut ranges: SmallVec<[std::ops::Range<usize>; 5]> = SmallVec::new();
     let mut start = akid_end + 1;
-    for piece in credential.get(start..).ok_or_else(bad)?.split('/').take(5) {
+    for piece in split_byte(credential.get(start..).ok_or_else(bad)?, b'/').take(5) {
         ranges.push(start..start + piece.len());
         start += piece.len() + 1;
     }

@@ -14,7 +14,7 @@ use super::auth::{
 };
 use super::canonical::{Canonical, PayloadLine, canonical_query, write_string_to_sign};
 use super::chunked::{ChunkDecoder, MacSink};
-use super::encode::{Buffered, decode_hex, hex};
+use super::encode::{Buffered, decode_hex, hex, split_byte};
 use super::keys::{KeyCache, V4Key};
 use super::request::S3_SERVICES;
 use super::secret::ct_eq;
@@ -85,7 +85,7 @@ impl Verified {
 
     /// Signed header names, lower-case and sorted.
     pub fn signed_headers(&self) -> impl Iterator<Item = &str> {
-        self.signed_headers.split(';')
+        split_byte(&self.signed_headers, b';')
     }
 }
 
@@ -164,7 +164,7 @@ impl Verifier {
         let mut ranges: SmallVec<[(u32, u32); 8]> = SmallVec::new();
         let mut start = 0usize;
         let mut previous: Option<&str> = None;
-        for name in list.split(';') {
+        for name in split_byte(list, b';') {
             if ranges.len() >= max {
                 return Err(Rejection::incomplete(format!(
                     "SignedHeaders names more than {max} headers, the most this gateway accepts."
