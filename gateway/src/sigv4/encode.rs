@@ -92,7 +92,7 @@ pub(crate) fn split_byte(s: &str, sep: u8) -> impl Iterator<Item = &str> {
     let mut rest = Some(s);
     std::iter::from_fn(move || {
         let r = rest?;
-        match r.as_bytes().iter().position(|&b| b == sep) {
+        match memchr::memchr(sep, r.as_bytes()) {
             Some(i) => {
                 rest = r.get(i + 1..);
                 r.get(..i)
@@ -107,7 +107,7 @@ pub(crate) fn split_byte(s: &str, sep: u8) -> impl Iterator<Item = &str> {
 
 /// `split_once` at an ASCII byte; see [`split_byte`].
 pub(crate) fn split_once_byte(s: &str, sep: u8) -> Option<(&str, &str)> {
-    let i = s.as_bytes().iter().position(|&b| b == sep)?;
+    let i = memchr::memchr(sep, s.as_bytes())?;
     Some((s.get(..i)?, s.get(i + 1..)?))
 }
 
