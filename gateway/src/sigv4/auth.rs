@@ -277,9 +277,13 @@ pub(crate) fn header_text<'h>(
 ) -> Result<Option<&'h str>, Rejection> {
     value
         .map(|v| {
-            v.to_str().map(str::trim).map_err(|_| {
-                Rejection::incomplete(format!("The '{name}' header is not valid ASCII."))
-            })
+            // `from_utf8` checks many bytes at a time where `HeaderValue::to_str` checks one;
+            // a header value holds no control bytes, so valid UTF-8 is all that is left.
+            std::str::from_utf8(v.as_bytes())
+                .map(str::trim)
+                .map_err(|_| {
+                    Rejection::incomplete(format!("The '{name}' header is not valid UTF-8."))
+                })
         })
         .transpose()
 }

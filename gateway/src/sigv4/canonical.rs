@@ -3,12 +3,12 @@
 
 use std::borrow::Cow;
 
-use sha2::{Digest, Sha256};
+use super::sha256::Sha256Sink;
 
 use super::auth::{ParsedAuth, Q_SIGNATURE, query_pairs};
 use super::encode::{
-    Buffered, Sink, canonical_query_component, encode_s3_path, encode_strict, is_unreserved,
-    normalize_path, put_hex,
+    Sink, canonical_query_component, encode_s3_path, encode_strict, is_unreserved, normalize_path,
+    put_hex,
 };
 
 /// The payload line of a canonical request.
@@ -24,7 +24,7 @@ pub(crate) enum PayloadLine<'a> {
 const REDACTED: &[u8] = b"<redacted>";
 
 /// Canonical query pairs: encoded key and value.
-pub(crate) type QueryPairs<'a> = Vec<(Cow<'a, [u8]>, Cow<'a, [u8]>)>;
+pub(crate) type QueryPairs<'a> = smallvec::SmallVec<[(Cow<'a, [u8]>, Cow<'a, [u8]>); 6]>;
 
 /// The parts of a canonical request that are computed once per verification.
 pub(crate) struct Canonical<'a, 'r> {
@@ -49,9 +49,9 @@ fn component(raw: &str) -> Cow<'_, [u8]> {
 /// requests leave out their own signature.
 pub(crate) fn canonical_query(query: &str, presigned: bool) -> QueryPairs<'_> {
     if query.is_empty() {
-        return Vec::new();
+        return QueryPairs::new();
     }
-    let mut pairs: Vec<_> = query_pairs(query)
+    let mut pairs: QueryPairs<'_> = query_pairs(query)
         .filter(|(k, _)| !(presigned && *k == Q_SIGNATURE))
         .map(|(k, v)| (component(k), component(v)))
         .collect();
@@ -142,9 +142,9 @@ impl Canonical<'_, '_> {
 
     /// SHA-256 of the canonical request.
     pub fn hash(&self) -> [u8; 32] {
-        let mut h = Sha256::new();
-        self.write(&mut Buffered::new(&mut h));
-        h.finalize().into()
+        let mut h = Sha256Sink::new();
+        self.write(&mut h);
+        h.finish()
     }
 
     /// The canonical request as text.

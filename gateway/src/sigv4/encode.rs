@@ -67,7 +67,7 @@ impl<S: Sink> Sink for Buffered<'_, S> {
         if let Some(slot) = self.buf.get_mut(self.len..self.len + bytes.len()) {
             // Most pieces are a few bytes (`\n`, `:`, a short value): an inline loop beats a
             // call into libc's memcpy.
-            if bytes.len() <= 16 {
+            if bytes.len() <= 32 {
                 for (d, s) in slot.iter_mut().zip(bytes) {
                     *d = *s;
                 }
@@ -263,13 +263,16 @@ pub(crate) fn decode_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
     if b.len() != N * 2 {
         return None;
     }
+    if !b.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    // For a hex digit, the low nibble plus 9 for letters (bit 6 set) is its value.
+    let nibble = |c: u8| (c & 0x0f) + 9 * (c >> 6);
     let mut out = [0u8; N];
     for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
-        let (hi, lo) = match pair {
-            [h, l] => (hex_val(*h)?, hex_val(*l)?),
-            _ => return None,
-        };
-        *o = hi << 4 | lo;
+        if let [h, l] = pair {
+            *o = nibble(*h) << 4 | nibble(*l);
+        }
     }
     Some(out)
 }

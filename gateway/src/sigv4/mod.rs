@@ -52,6 +52,7 @@ mod error;
 mod keys;
 mod request;
 mod secret;
+mod sha256;
 mod sigv4a;
 mod time;
 mod verify;

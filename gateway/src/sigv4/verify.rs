@@ -108,7 +108,8 @@ impl std::fmt::Debug for Verifier {
 fn is_lower_token(name: &str) -> bool {
     !name.is_empty()
         && name.bytes().all(|b| {
-            b.is_ascii_lowercase() || b.is_ascii_digit() || b"!#$%&'*+-.^_`|~".contains(&b)
+            matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'!' | b'#' | b'$' | b'%'
+                | b'&' | b'\'' | b'*' | b'+' | b'^' | b'`' | b'|' | b'~')
         })
 }
 
