@@ -100,7 +100,7 @@ impl<S: AsRef<str>> CredentialString<S> {
 
     /// `date/region/service/aws4_request` (SigV4a: `date/service/aws4_request`).
     pub fn scope(&self) -> &str {
-        self.part(self.parts.akid_end + 1..self.text.as_ref().len())
+        self.part(self.parts.akid_end + 1..self.parts.end)
     }
 
     /// The date of the scope, `YYYYMMDD`.
@@ -119,11 +119,22 @@ impl<S: AsRef<str>> CredentialString<S> {
     }
 
     /// An owned copy, for the proof the verifier hands on.
-    pub(crate) fn to_owned_string(&self) -> CredentialString<String> {
+    /// An owned copy followed by `suffix` in the same allocation, for the proof the
+    /// verifier hands on; [`Self::suffix`] reads it back.
+    pub(crate) fn to_owned_with(&self, suffix: &str) -> CredentialString<String> {
+        let credential = self.part(0..self.parts.end);
+        let mut text = String::with_capacity(credential.len() + suffix.len());
+        text.push_str(credential);
+        text.push_str(suffix);
         CredentialString {
-            text: self.text.as_ref().to_owned(),
+            text,
             parts: self.parts.clone(),
         }
+    }
+
+    /// What follows the credential in an owned copy.
+    pub(crate) fn suffix(&self) -> &str {
+        self.part(self.parts.end..self.text.as_ref().len())
     }
 }
 
@@ -564,6 +575,8 @@ fn build<'r>(
 #[derive(Clone, Debug)]
 pub(crate) struct CredentialParts {
     akid_end: usize,
+    /// Where the credential ends: an owned copy may carry more text after it.
+    end: usize,
     date: std::ops::Range<usize>,
     region: Option<std::ops::Range<usize>>,
     service: std::ops::Range<usize>,
@@ -596,6 +609,7 @@ fn split_credential(credential: &str, algorithm: Algorithm) -> Result<Credential
     let parts = match (algorithm, ranges.as_slice()) {
         (Algorithm::V4, [date, region, service, terminal]) => CredentialParts {
             akid_end,
+            end: credential.len(),
             date: date.clone(),
             region: Some(region.clone()),
             service: service.clone(),
@@ -603,6 +617,7 @@ fn split_credential(credential: &str, algorithm: Algorithm) -> Result<Credential
         .checked(ok_date(date) && !region.is_empty() && text(terminal) == "aws4_request"),
         (Algorithm::V4a, [date, service, terminal]) => CredentialParts {
             akid_end,
+            end: credential.len(),
             date: date.clone(),
             region: None,
             service: service.clone(),

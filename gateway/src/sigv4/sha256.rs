@@ -42,11 +42,11 @@ impl Sha256Sink {
     pub(crate) fn finish(mut self) -> [u8; 32] {
         let bits = self.total.wrapping_mul(8);
         self.put_raw(&[0x80]);
+        let zeros = [0u8; 64];
         if self.filled > 56 {
-            self.put_raw(&[0; 64][..64 - self.filled]);
+            self.put_raw(zeros.get(self.filled..).unwrap_or_default());
         }
-        let pad = 56 - self.filled;
-        self.put_raw(&[0; 56][..pad]);
+        self.put_raw(zeros.get(self.filled..56).unwrap_or_default());
         self.put_raw(&bits.to_be_bytes());
         let mut out = [0u8; 32];
         for (chunk, word) in out.chunks_exact_mut(4).zip(self.state) {

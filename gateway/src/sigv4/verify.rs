@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use hmac::Mac;
 use sha2::{Digest, Sha256};
-use smallvec::SmallVec;
 
 use super::auth::{
     self, Algorithm, CredentialString, Location, ParsedAuth, SignatureBytes, header_text, names,
@@ -45,7 +44,8 @@ pub enum Payload {
 /// Proof that a request was signed by the holder of a secret, for this scope, in time.
 #[derive(Debug)]
 pub struct Verified {
-    /// The credential that signed: access key id, scope date, region, service.
+    /// The credential that signed: access key id, scope date, region, service. (The signed
+    /// header list shares its allocation.)
     pub credential: CredentialString<String>,
     /// The SigV4a region set, as signed.
     pub region_set: Option<String>,
@@ -59,7 +59,6 @@ pub struct Verified {
     pub has_session_token: bool,
     /// What was proven about the body.
     pub payload: Payload,
-    signed_headers: String,
 }
 
 impl Verified {
@@ -85,7 +84,7 @@ impl Verified {
 
     /// Signed header names, lower-case and sorted.
     pub fn signed_headers(&self) -> impl Iterator<Item = &str> {
-        split_byte(&self.signed_headers, b';')
+        split_byte(self.credential.suffix(), b';')
     }
 }
 
@@ -160,9 +159,17 @@ impl Verifier {
         req: &Request<'r>,
         auth: &mut ParsedAuth<'r>,
     ) -> Result<(), Rejection> {
-        let list: &str = &auth.signed_headers;
+        // Filled in place: `ParsedAuth` is large, and moving vectors into it costs copies.
+        let ParsedAuth {
+            signed_headers,
+            signed_names: ranges,
+            signed_values: values,
+            location,
+            algorithm,
+            ..
+        } = auth;
+        let list: &str = signed_headers;
         let max = self.policy.limits.max_signed_headers;
-        let mut ranges: SmallVec<[(u32, u32); 8]> = SmallVec::new();
         let mut start = 0usize;
         let mut previous: Option<&str> = None;
         for name in split_byte(list, b';') {
@@ -195,14 +202,14 @@ impl Verifier {
                 .iter()
                 .position(|&(s, e)| (e - s) as usize == name.len() && name_at(&(s, e)) == name)
         };
-        let header_mode = auth.location == Location::Header;
+        let header_mode = *location == Location::Header;
         let must_sign = [
             (names::X_AMZ_SECURITY_TOKEN.as_str(), true),
             (names::X_AMZ_CONTENT_SHA256.as_str(), true),
             (names::X_AMZ_DATE.as_str(), header_mode),
             (
                 names::X_AMZ_REGION_SET.as_str(),
-                header_mode && auth.algorithm == Algorithm::V4a,
+                header_mode && *algorithm == Algorithm::V4a,
             ),
         ];
         let must_be_signed = |name: &str| {
@@ -216,7 +223,6 @@ impl Verifier {
                     .any(|r| r == name)
         };
 
-        let mut values: SmallVec<[(usize, &'r http::HeaderValue); 8]> = SmallVec::new();
         let mut previous_name: Option<&http::HeaderName> = None;
         let mut previous_index = None;
         for (name, value) in req.headers.iter() {
@@ -256,8 +262,6 @@ impl Verifier {
                 "'Host' must be a signed header (list it in SignedHeaders).",
             ));
         }
-        auth.signed_names = ranges;
-        auth.signed_values = values;
         Ok(())
     }
 
@@ -425,14 +429,13 @@ impl Verifier {
             }
         };
         Ok(Verified {
-            credential: auth.credential.to_owned_string(),
+            credential: auth.credential.to_owned_with(&auth.signed_headers),
             region_set: auth.region_set().map(str::to_owned),
             algorithm: auth.algorithm,
             location: auth.location,
             time: auth.time,
             has_session_token: auth.session_token.is_some(),
             payload,
-            signed_headers: auth.signed_headers.to_string(),
         })
     }
 
