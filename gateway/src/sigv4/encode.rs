@@ -92,7 +92,7 @@ pub(crate) fn split_byte(s: &str, sep: u8) -> impl Iterator<Item = &str> {
     let mut rest = Some(s);
     std::iter::from_fn(move || {
         let r = rest?;
-        match memchr::memchr(sep, r.as_bytes()) {
+        match find_byte(sep, r.as_bytes()) {
             Some(i) => {
                 rest = r.get(i + 1..);
                 r.get(..i)
@@ -107,8 +107,18 @@ pub(crate) fn split_byte(s: &str, sep: u8) -> impl Iterator<Item = &str> {
 
 /// `split_once` at an ASCII byte; see [`split_byte`].
 pub(crate) fn split_once_byte(s: &str, sep: u8) -> Option<(&str, &str)> {
-    let i = memchr::memchr(sep, s.as_bytes())?;
+    let i = find_byte(sep, s.as_bytes())?;
     Some((s.get(..i)?, s.get(i + 1..)?))
+}
+
+/// The first `needle` in `haystack`: a plain loop for short strings, where `memchr`'s
+/// set-up costs more than the search, `memchr` for long ones.
+fn find_byte(needle: u8, haystack: &[u8]) -> Option<usize> {
+    if haystack.len() < 32 {
+        haystack.iter().position(|&b| b == needle)
+    } else {
+        memchr::memchr(needle, haystack)
+    }
 }
 
 /// RFC 3986 unreserved characters, the only ones SigV4 leaves unencoded.
@@ -207,9 +217,7 @@ pub(crate) fn normalize_path(path: &str) -> std::borrow::Cow<'_, str> {
     if path.is_empty() {
         return "/".into();
     }
-    let needs_work = !path.starts_with('/')
-        || path.contains("//")
-        || split_byte(path, b'/').any(|s| s == "." || s == "..");
+    let needs_work = !path.starts_with('/') || has_empty_or_dot_segment(path.as_bytes());
     if !needs_work {
         return path.into();
     }
@@ -233,6 +241,27 @@ pub(crate) fn normalize_path(path: &str) -> std::borrow::Cow<'_, str> {
         out.push('/');
     }
     out.into()
+}
+
+/// Whether a path has an empty, `.` or `..` segment, in one pass over its bytes.
+fn has_empty_or_dot_segment(path: &[u8]) -> bool {
+    // The length of the current segment, and whether it is all dots so far.
+    let mut len = 0usize;
+    let mut dots = true;
+    for &b in path.iter().skip(1) {
+        if b == b'/' {
+            if len == 0 || (dots && len <= 2) {
+                return true;
+            }
+            len = 0;
+            dots = true;
+        } else {
+            len += 1;
+            dots &= b == b'.';
+        }
+    }
+    // The last segment: empty is a trailing slash (kept), dots are not.
+    len > 0 && dots && len <= 2
 }
 
 /// Lowercase hex of `bytes`.
@@ -375,6 +404,13 @@ mod tests {
             ("/../foo", "/foo"),
             ("foo", "/foo"),
             ("/a.b/c..d", "/a.b/c..d"),
+            ("/...", "/..."),
+            ("/a/", "/a/"),
+            ("/a/.", "/a/"),
+            ("/a/..", "/"),
+            ("/a//b", "/a/b"),
+            ("/./a", "/a"),
+            ("/a/.b/..c", "/a/.b/..c"),
         ] {
             assert_eq!(normalize_path(input), want, "{input}");
         }

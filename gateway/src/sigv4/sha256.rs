@@ -80,7 +80,7 @@ impl Sha256Sink {
             self.filled += take;
             bytes = later;
             if self.filled == 64 {
-                compress256(&mut self.state, &[self.block]);
+                compress256(&mut self.state, std::slice::from_ref(&self.block));
                 self.filled = 0;
             }
         }

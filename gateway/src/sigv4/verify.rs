@@ -374,16 +374,17 @@ impl Verifier {
         for declared in candidates.into_iter().flatten() {
             let canonical = self.prepare(req, auth, &declared)?;
             if let Ok(key) = self.check_signature(auth, credential, &canonical.hash()) {
-                matched = Some((declared, canonical, key));
+                // Keep only the payload line: the canonical request is large to move.
+                matched = Some((declared, canonical.payload, key));
                 break;
             }
         }
-        let Some((declared, canonical, v4_key)) = matched else {
+        let Some((declared, payload_line, v4_key)) = matched else {
             return Err(self.mismatch_report(req, auth)?);
         };
 
         let payload = match declared {
-            Declared::Absent => match canonical.payload {
+            Declared::Absent => match payload_line {
                 PayloadLine::Hash(h) => Payload::Signed(h),
                 PayloadLine::Text(_) => Payload::Unsigned,
             },
