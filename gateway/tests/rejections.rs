@@ -326,6 +326,22 @@ fn session_token_sent_twice_is_ambiguous() {
 }
 
 #[test]
+fn query_parameter_count_is_bounded() {
+    let mut policy = Policy::new(["us-east-1"], ["orders"]);
+    policy.limits.max_query_params = 4;
+    let v = Verifier::new(policy);
+    let ok = signed("GET", "/?a=1&b=2&c=3&d=4", &[], b"", Opts::default());
+    assert!(check_with(&v, &ok, SECRET, None, false, T0).is_ok());
+    let many = signed("GET", "/?a=1&b=2&c=3&d=4&e=5", &[], b"", Opts::default());
+    let e = assert_rejected(
+        check_with(&v, &many, SECRET, None, false, T0),
+        Code::IncompleteSignature,
+        400,
+    );
+    assert!(e.message().contains("more than 4 parameters"), "{e}");
+}
+
+#[test]
 fn invalid_client_token_id() {
     // The identity stage produces this when it does not know the key.
     let e = Rejection::unknown_access_key("AKIDUNKNOWN");

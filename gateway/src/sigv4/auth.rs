@@ -319,10 +319,13 @@ fn decoded_str(raw: &str) -> Result<Cow<'_, str>, Rejection> {
     }
 }
 
-fn presign_params<'r>(
-    query: &'r str,
-    max_params: usize,
-) -> Result<Option<PresignParams<'r>>, Rejection> {
+fn presign_params(query: &str) -> Result<Option<PresignParams<'_>>, Rejection> {
+    // Every presign key is `X-Amz-...`, possibly percent-encoded: a query with neither
+    // "Amz" nor a `%` carries none (the usual case under header auth).
+    let q = query.as_bytes();
+    if memchr::memchr(b'%', q).is_none() && memchr::memmem::find(q, b"Amz").is_none() {
+        return Ok(None);
+    }
     let mut p = PresignParams {
         algorithm: None,
         credential: None,
@@ -334,12 +337,7 @@ fn presign_params<'r>(
         region_set: None,
     };
     let mut any = false;
-    for (n, (raw_key, raw_value)) in query_pairs(query).enumerate() {
-        if n >= max_params {
-            return Err(Rejection::incomplete(format!(
-                "The query string has more than {max_params} parameters, the most this gateway accepts."
-            )));
-        }
+    for (raw_key, raw_value) in query_pairs(query) {
         let key = decode_query_component(raw_key);
         let slot = match &*key {
             b"X-Amz-Algorithm" => &mut p.algorithm,
@@ -381,7 +379,13 @@ pub(crate) fn parse<'r>(
 ) -> Result<ParsedAuth<'r>, Rejection> {
     let known = KnownHeaders::scan(req.headers)?;
     let header = header_text(known.authorization, "authorization")?;
-    let presign = presign_params(req.query, max_query_params)?;
+    // Bound the work any query can cause before anything walks it.
+    if memchr::memchr_iter(b'&', req.query.as_bytes()).count() >= max_query_params {
+        return Err(Rejection::incomplete(format!(
+            "The query string has more than {max_query_params} parameters, the most this gateway accepts."
+        )));
+    }
+    let presign = presign_params(req.query)?;
     match (header, presign) {
         (Some(_), Some(_)) => Err(Rejection::incomplete(
             "The request is signed both in the Authorization header and in the query string; use only one.",

@@ -24,14 +24,18 @@ pub(crate) enum PayloadLine<'a> {
 const REDACTED: &[u8] = b"<redacted>";
 
 /// Canonical query pairs: encoded key and value.
-pub(crate) type QueryPairs<'a> = smallvec::SmallVec<[(Cow<'a, [u8]>, Cow<'a, [u8]>); 6]>;
+pub(crate) type QueryPairs<'a> = smallvec::SmallVec<[QueryPair<'a>; 6]>;
+
+/// One canonical query pair: encoded key and value.
+pub(crate) type QueryPair<'a> = (Cow<'a, [u8]>, Cow<'a, [u8]>);
 
 /// The parts of a canonical request that are computed once per verification.
 pub(crate) struct Canonical<'a, 'r> {
     pub method: &'a str,
     pub path: &'a str,
     pub s3_style: bool,
-    pub query: QueryPairs<'a>,
+    /// Sorted, encoded query pairs, built once per verification.
+    pub query: &'a [QueryPair<'a>],
     /// The signature's signed headers and their values, gathered at parse time.
     pub auth: &'a ParsedAuth<'r>,
     pub payload: PayloadLine<'a>,

@@ -55,35 +55,51 @@ impl Sha256Sink {
         out
     }
 
-    fn put_raw(&mut self, mut bytes: &[u8]) {
-        if self.filled == 0 {
-            // Whole blocks go to the compression function without a copy.
-            let (blocks, rest) = bytes.as_chunks::<64>();
-            if !blocks.is_empty() {
-                compress256(&mut self.state, blocks);
+    fn put_raw(&mut self, bytes: &[u8]) {
+        // Most pieces fit in the block as it is: one bounds check and a copy.
+        let end = self.filled + bytes.len();
+        if end < 64 {
+            if let Some(slot) = self.block.get_mut(self.filled..end) {
+                copy_small(slot, bytes);
             }
-            bytes = rest;
+            self.filled = end;
+        } else {
+            self.put_spanning(bytes);
         }
-        while !bytes.is_empty() {
-            let take = (64 - self.filled).min(bytes.len());
-            let (now, later) = bytes.split_at(take);
-            if let Some(slot) = self.block.get_mut(self.filled..self.filled + take) {
-                if take <= 32 {
-                    // Most pieces are a few bytes: an inline loop beats a call to memcpy.
-                    for (d, s) in slot.iter_mut().zip(now) {
-                        *d = *s;
-                    }
-                } else {
-                    slot.copy_from_slice(now);
-                }
+    }
+
+    /// A piece that fills the block: complete it, compress whole blocks straight from the
+    /// input, keep the rest.
+    fn put_spanning(&mut self, mut bytes: &[u8]) {
+        if self.filled > 0 {
+            let (now, later) = bytes.split_at((64 - self.filled).min(bytes.len()));
+            if let Some(slot) = self.block.get_mut(self.filled..) {
+                slot.copy_from_slice(now);
             }
-            self.filled += take;
+            compress256(&mut self.state, std::slice::from_ref(&self.block));
+            self.filled = 0;
             bytes = later;
-            if self.filled == 64 {
-                compress256(&mut self.state, std::slice::from_ref(&self.block));
-                self.filled = 0;
-            }
         }
+        let (blocks, rest) = bytes.as_chunks::<64>();
+        if !blocks.is_empty() {
+            compress256(&mut self.state, blocks);
+        }
+        if let Some(slot) = self.block.get_mut(..rest.len()) {
+            slot.copy_from_slice(rest);
+        }
+        self.filled = rest.len();
+    }
+}
+
+/// Copies a piece into the block: an inline loop for the few-byte pieces that make up most
+/// of a canonical request (a call into `memcpy` costs more), `memcpy` for longer ones.
+fn copy_small(dst: &mut [u8], src: &[u8]) {
+    if src.len() <= 32 {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s;
+        }
+    } else {
+        dst.copy_from_slice(src);
     }
 }
 

@@ -11,7 +11,7 @@ use super::auth::{
     self, Algorithm, CredentialString, Location, ParsedAuth, SignatureBytes, header_text, names,
     printable,
 };
-use super::canonical::{Canonical, PayloadLine, canonical_query, write_string_to_sign};
+use super::canonical::{Canonical, PayloadLine, QueryPair, canonical_query, write_string_to_sign};
 use super::chunked::{ChunkDecoder, MacSink};
 use super::encode::{Buffered, decode_hex, hex, split_byte};
 use super::keys::{KeyCache, V4Key};
@@ -370,9 +370,10 @@ impl Verifier {
             ));
         }
         let candidates = self.declared_payloads(auth)?;
+        let query = canonical_query(req.query, auth.location == Location::Query);
         let mut matched = None;
         for declared in candidates.into_iter().flatten() {
-            let canonical = self.prepare(req, auth, &declared)?;
+            let canonical = self.prepare(req, auth, &query, &declared)?;
             if let Ok(key) = self.check_signature(auth, credential, &canonical.hash()) {
                 // Keep only the payload line: the canonical request is large to move.
                 matched = Some((declared, canonical.payload, key));
@@ -510,7 +511,8 @@ impl Verifier {
             .flatten()
             .next()
             .unwrap_or(Declared::Absent);
-        let canonical = self.prepare(req, auth, &declared)?;
+        let query = canonical_query(req.query, auth.location == Location::Query);
+        let canonical = self.prepare(req, auth, &query, &declared)?;
         let mut sts = Vec::with_capacity(128);
         write_string_to_sign(
             &mut sts,
@@ -552,6 +554,7 @@ impl Verifier {
         &self,
         req: &Request<'a>,
         auth: &'a ParsedAuth<'r>,
+        query: &'a [QueryPair<'a>],
         declared: &Declared<'a>,
     ) -> Result<Canonical<'a, 'r>, Rejection> {
         let payload = match declared {
@@ -568,7 +571,7 @@ impl Verifier {
             method: req.method,
             path: req.path,
             s3_style: self.s3_style(auth.service()),
-            query: canonical_query(req.query, auth.location == Location::Query),
+            query,
             auth,
             payload,
         })
