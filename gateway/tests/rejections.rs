@@ -325,6 +325,50 @@ fn session_token_sent_twice_is_ambiguous() {
     assert!(e.message().contains("twice"), "{e}");
 }
 
+/// Found by the differential fuzzer: a SigV4a URL presigned for S3 over the body's hash
+/// (not UNSIGNED-PAYLOAD, S3's usual payload line) must verify too.
+#[test]
+fn sigv4a_presigned_s3_url_signed_over_the_body_hash() {
+    let identity = Credentials::new(AKID, SECRET, None, None, "test").into();
+    let mut settings = SigningSettings::default();
+    settings.signature_location = SignatureLocation::QueryParams;
+    settings.expires_in = Some(Duration::from_secs(60));
+    settings.percent_encoding_mode = aws_sigv4::http_request::PercentEncodingMode::Single;
+    settings.uri_path_normalization_mode =
+        aws_sigv4::http_request::UriPathNormalizationMode::Disabled;
+    let params = aws_sigv4::sign::v4a::SigningParams::builder()
+        .identity(&identity)
+        .region_set("us-east-1")
+        .name("s3")
+        .time(UNIX_EPOCH + Duration::from_secs(T0 as u64))
+        .settings(settings)
+        .build()
+        .unwrap()
+        .into();
+    let uri = "https://bucket.internal/key?b=2&a=1";
+    let headers = [("host", "bucket.internal")];
+    let signable =
+        SignableRequest::new("DELETE", uri, headers.into_iter(), SignableBody::Bytes(b"")).unwrap();
+    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+    let mut req = http::Request::builder()
+        .method("DELETE")
+        .uri(uri)
+        .header("host", "bucket.internal")
+        .body(())
+        .unwrap();
+    instructions.apply_to_request_http1x(&mut req);
+    let s = Signed {
+        method: "DELETE".into(),
+        path: req.uri().path().to_owned(),
+        query: req.uri().query().unwrap_or("").to_owned(),
+        headers: req.headers().clone(),
+        body: vec![],
+    };
+    let v = Verifier::new(Policy::new(["us-east-1"], ["s3"]));
+    let verified = check_with(&v, &s, SECRET, None, false, T0).unwrap();
+    assert_eq!(verified.algorithm, gateway::sigv4::Algorithm::V4a);
+}
+
 #[test]
 fn query_parameter_count_is_bounded() {
     let mut policy = Policy::new(["us-east-1"], ["orders"]);

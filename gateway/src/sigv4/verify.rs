@@ -632,16 +632,15 @@ impl Verifier {
     ) -> Result<[Option<Declared<'r>>; 2], Rejection> {
         if auth.location == Location::Query {
             // A presigned URL carries no payload hash: S3 signers sign UNSIGNED-PAYLOAD,
-            // others the body's hash, and some sign UNSIGNED-PAYLOAD for any service. The
-            // second guess costs an HMAC; SigV4a (an ECDSA verification each) gets one.
+            // others the body's hash, and either may be used for any service. The second
+            // guess is only tried when the first fails (for SigV4a, a second ECDSA check).
             let unsigned = Declared::Text(UNSIGNED_PAYLOAD, DeclaredKind::Unsigned);
             let (first, second) = if S3_SERVICES.contains(&auth.service()) {
                 (unsigned, Declared::Absent)
             } else {
                 (Declared::Absent, unsigned)
             };
-            let second = (auth.algorithm == Algorithm::V4).then_some(second);
-            return Ok([Some(first), second]);
+            return Ok([Some(first), Some(second)]);
         }
         Ok([Some(self.declared_header(auth)?), None])
     }
