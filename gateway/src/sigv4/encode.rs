@@ -292,18 +292,18 @@ pub(crate) fn decode_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
     if b.len() != N * 2 {
         return None;
     }
-    if !b.iter().all(u8::is_ascii_hexdigit) {
-        return None;
-    }
-    // For a hex digit, the low nibble plus 9 for letters (bit 6 set) is its value.
+    // For a hex digit, the low nibble plus 9 for letters (bit 6 set) is its value; the
+    // validity of every digit is folded into one flag, checked once at the end.
     let nibble = |c: u8| (c & 0x0f) + 9 * (c >> 6);
+    let mut valid = true;
     let mut out = [0u8; N];
     for (o, pair) in out.iter_mut().zip(b.chunks_exact(2)) {
         if let [h, l] = pair {
+            valid &= h.is_ascii_hexdigit() & l.is_ascii_hexdigit();
             *o = nibble(*h) << 4 | nibble(*l);
         }
     }
-    Some(out)
+    valid.then_some(out)
 }
 
 /// Decodes hex of any even length (either case).
@@ -347,6 +347,15 @@ mod tests {
             }
         }
         assert_eq!(out, pieces.concat());
+    }
+
+    #[test]
+    fn find_byte_short_and_long() {
+        let long = format!("{}={}", "a".repeat(40), "b".repeat(10));
+        assert_eq!(find_byte(b'=', long.as_bytes()), Some(40));
+        assert_eq!(find_byte(b'=', &long.as_bytes()[..40]), None);
+        assert_eq!(find_byte(b'a', long.as_bytes()), Some(0));
+        assert_eq!(find_byte(b'b', long.as_bytes()), Some(41));
     }
 
     #[test]

@@ -103,13 +103,44 @@ impl std::fmt::Debug for Verifier {
     }
 }
 
+/// Bytes allowed in a `SignedHeaders` entry: the lower-case HTTP token characters.
+// Built at compile time (`b < 256` on a 256-entry table): a bad index would not compile.
+#[allow(clippy::indexing_slicing)]
+const LOWER_TOKEN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_lowercase()
+            || c.is_ascii_digit()
+            || matches!(
+                c,
+                b'-' | b'_'
+                    | b'.'
+                    | b'!'
+                    | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'^'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    table
+};
+
 /// Whether a header name is a lower-case HTTP token, as `SignedHeaders` requires.
 fn is_lower_token(name: &str) -> bool {
     !name.is_empty()
-        && name.bytes().all(|b| {
-            matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'!' | b'#' | b'$' | b'%'
-                | b'&' | b'\'' | b'*' | b'+' | b'^' | b'`' | b'|' | b'~')
-        })
+        && name
+            .bytes()
+            .all(|b| LOWER_TOKEN.get(usize::from(b)).copied().unwrap_or(false))
 }
 
 /// Whether a region pattern of a SigV4a region set (`*`, `us-*`, `us-east-1`) covers `region`.
@@ -245,8 +276,11 @@ impl Verifier {
                 values.push((i, value));
             }
         }
-        // Stable: repeated headers keep their request order.
-        values.sort_by_key(|&(i, _)| i);
+        // Stable: repeated headers keep their request order. Signers usually send headers
+        // in signed order already.
+        if !values.is_sorted_by_key(|&(i, _)| i) {
+            values.sort_by_key(|&(i, _)| i);
+        }
         let mut present = values.iter().map(|&(i, _)| i).peekable();
         for (i, range) in ranges.iter().enumerate() {
             if present.peek() != Some(&i) {
