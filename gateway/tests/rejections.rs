@@ -325,21 +325,20 @@ fn session_token_sent_twice_is_ambiguous() {
     assert!(e.message().contains("twice"), "{e}");
 }
 
-/// Found by the differential fuzzer: a SigV4a URL presigned for S3 over the body's hash
-/// (not UNSIGNED-PAYLOAD, S3's usual payload line) must verify too.
-#[test]
-fn sigv4a_presigned_s3_url_signed_over_the_body_hash() {
+/// A `DELETE https://bucket.internal/key?b=2&a=1` signed with SigV4a for `service` and
+/// `region_set`, in the header or presigned for 60 s (paths signed S3-style).
+fn signed_v4a(location: SignatureLocation, service: &str, region_set: &str) -> Signed {
     let identity = Credentials::new(AKID, SECRET, None, None, "test").into();
     let mut settings = SigningSettings::default();
-    settings.signature_location = SignatureLocation::QueryParams;
+    settings.signature_location = location;
     settings.expires_in = Some(Duration::from_secs(60));
     settings.percent_encoding_mode = aws_sigv4::http_request::PercentEncodingMode::Single;
     settings.uri_path_normalization_mode =
         aws_sigv4::http_request::UriPathNormalizationMode::Disabled;
     let params = aws_sigv4::sign::v4a::SigningParams::builder()
         .identity(&identity)
-        .region_set("us-east-1")
-        .name("s3")
+        .region_set(region_set)
+        .name(service)
         .time(UNIX_EPOCH + Duration::from_secs(T0 as u64))
         .settings(settings)
         .build()
@@ -357,16 +356,135 @@ fn sigv4a_presigned_s3_url_signed_over_the_body_hash() {
         .body(())
         .unwrap();
     instructions.apply_to_request_http1x(&mut req);
-    let s = Signed {
+    Signed {
         method: "DELETE".into(),
         path: req.uri().path().to_owned(),
         query: req.uri().query().unwrap_or("").to_owned(),
         headers: req.headers().clone(),
         body: vec![],
-    };
+    }
+}
+
+/// Found by the differential fuzzer: a SigV4a URL presigned for S3 over the body's hash
+/// (not UNSIGNED-PAYLOAD, S3's usual payload line) must verify too.
+#[test]
+fn sigv4a_presigned_s3_url_signed_over_the_body_hash() {
+    let s = signed_v4a(SignatureLocation::QueryParams, "s3", "us-east-1");
     let v = Verifier::new(Policy::new(["us-east-1"], ["s3"]));
     let verified = check_with(&v, &s, SECRET, None, false, T0).unwrap();
     assert_eq!(verified.algorithm, gateway::sigv4::Algorithm::V4a);
+}
+
+#[test]
+fn sigv4a_region_sets() {
+    // A set covers the gateway's region by name or by pattern.
+    for (set, ok) in [
+        ("us-east-1", true),
+        ("*", true),
+        ("us-*", true),
+        ("eu-west-1,us-*", true),
+        ("eu-*", false),
+        ("us-west-2", false),
+    ] {
+        let s = signed_v4a(SignatureLocation::Headers, "orders", set);
+        match check(&s, T0) {
+            Ok(_) => assert!(ok, "{set} must not cover us-east-1"),
+            Err(e) => {
+                assert!(!ok, "{set}: {e}");
+                assert_eq!(e.code(), Code::SignatureDoesNotMatch);
+                assert!(e.message().contains("valid region"), "{e}");
+            }
+        }
+    }
+    // The region set is what SigV4a signs instead of a region: it must be signed.
+    let mut s = signed_v4a(SignatureLocation::Headers, "orders", "us-east-1");
+    let auth = s.headers["authorization"]
+        .to_str()
+        .unwrap()
+        .replace(";x-amz-region-set", "");
+    s.headers
+        .insert("authorization", HeaderValue::from_str(&auth).unwrap());
+    let e = assert_rejected(check(&s, T0), Code::IncompleteSignature, 400);
+    assert!(e.message().contains("x-amz-region-set"), "{e}");
+}
+
+/// A presigned URL signed over UNSIGNED-PAYLOAD, for a service whose usual presigned
+/// payload line is the body's hash, with the body still streaming: the hash guess cannot
+/// be made, so the UNSIGNED-PAYLOAD guess must still be tried.
+#[test]
+fn presigned_unsigned_payload_with_a_streamed_body() {
+    let s = signed(
+        "PUT",
+        "/blob",
+        &[],
+        b"",
+        Opts {
+            unsigned: true,
+            ..Opts::presigned()
+        },
+    );
+    let req = Request {
+        body: Body::Streaming,
+        ..s.request()
+    };
+    let v = verifier();
+    let auth = v.parse(&req, T0).unwrap();
+    let secret = Secret::from(SECRET);
+    let allowed = Credential {
+        secret: &secret,
+        expires_at: None,
+        allow_unsigned_payload: true,
+    };
+    let verified = v.verify(&req, &auth, &allowed, T0).unwrap();
+    assert!(matches!(verified.payload, Payload::Unsigned));
+    // Without the permission, a streamed (so possibly non-empty) body is refused.
+    let denied = Credential {
+        allow_unsigned_payload: false,
+        ..allowed
+    };
+    let e = assert_rejected(v.verify(&req, &auth, &denied, T0), Code::AccessDenied, 403);
+    assert!(e.message().contains("UNSIGNED-PAYLOAD"));
+    // A header-signed request without x-amz-content-sha256 cannot be checked while streaming.
+    let h = signed("PUT", "/blob", &[], b"", Opts::default());
+    let req = Request {
+        body: Body::Streaming,
+        ..h.request()
+    };
+    let auth = v.parse(&req, T0).unwrap();
+    let e = assert_rejected(
+        v.verify(&req, &auth, &allowed, T0),
+        Code::XAmzContentSHA256Mismatch,
+        400,
+    );
+    assert!(e.message().contains("x-amz-content-sha256"), "{e}");
+}
+
+#[test]
+fn headers_read_by_name_appear_once_and_as_text() {
+    let mut s = signed("GET", "/", &[], b"", Opts::default());
+    let date = s.headers["x-amz-date"].clone();
+    s.headers.append("x-amz-date", date);
+    let e = assert_rejected(check(&s, T0), Code::IncompleteSignature, 400);
+    assert!(e.message().contains("more than one 'x-amz-date'"), "{e}");
+    let mut s = signed("GET", "/", &[], b"", Opts::default());
+    s.headers
+        .insert("x-amz-date", HeaderValue::from_bytes(b"2023\xff").unwrap());
+    let e = assert_rejected(check(&s, T0), Code::IncompleteSignature, 400);
+    assert!(e.message().contains("not valid UTF-8"), "{e}");
+}
+
+#[test]
+fn signed_header_count_is_bounded() {
+    let mut policy = Policy::new(["us-east-1"], ["orders"]);
+    policy.limits.max_signed_headers = 2;
+    let v = Verifier::new(policy);
+    let s = signed("GET", "/", &[("x-request-id", "1")], b"", Opts::default());
+    let e = assert_rejected(
+        check_with(&v, &s, SECRET, None, false, T0),
+        Code::IncompleteSignature,
+        400,
+    );
+    assert!(e.message().contains("more than 2 headers"), "{e}");
 }
 
 #[test]
@@ -612,7 +730,8 @@ fn incomplete_body() {
 #[test]
 fn configured_headers_must_be_signed() {
     let mut policy = Policy::new(["us-east-1"], ["orders"]);
-    policy.required_signed_headers = vec!["x-pbc-tenant".into()];
+    // Configured as a person would write it: the match ignores case.
+    policy.required_signed_headers = vec!["X-Pbc-Tenant".into()];
     let v = Verifier::new(policy);
     let mut s = signed("GET", "/", &[], b"", Opts::default());
     s.headers

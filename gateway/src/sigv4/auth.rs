@@ -118,7 +118,6 @@ impl<S: AsRef<str>> CredentialString<S> {
         self.part(self.parts.service.clone())
     }
 
-    /// An owned copy, for the proof the verifier hands on.
     /// An owned copy followed by `suffix` in the same allocation, for the proof the
     /// verifier hands on; [`Self::suffix`] reads it back.
     pub(crate) fn to_owned_with(&self, suffix: &str) -> CredentialString<String> {
@@ -199,18 +198,13 @@ impl<'r> ParsedAuth<'r> {
     }
 }
 
-/// Header names the core reads, parsed once.
+/// The `x-amz-*` header names the core reads or requires to be signed.
 pub(crate) mod names {
-    use http::HeaderName;
-
-    pub(crate) static AUTHORIZATION: HeaderName = http::header::AUTHORIZATION;
-    pub(crate) static DATE: HeaderName = http::header::DATE;
-    pub(crate) static X_AMZ_DATE: HeaderName = HeaderName::from_static("x-amz-date");
-    pub(crate) static X_AMZ_SECURITY_TOKEN: HeaderName =
-        HeaderName::from_static("x-amz-security-token");
-    pub(crate) static X_AMZ_REGION_SET: HeaderName = HeaderName::from_static("x-amz-region-set");
-    pub(crate) static X_AMZ_CONTENT_SHA256: HeaderName =
-        HeaderName::from_static("x-amz-content-sha256");
+    pub(crate) const X_AMZ_DATE: &str = "x-amz-date";
+    pub(crate) const X_AMZ_SECURITY_TOKEN: &str = "x-amz-security-token";
+    pub(crate) const X_AMZ_REGION_SET: &str = "x-amz-region-set";
+    pub(crate) const X_AMZ_CONTENT_SHA256: &str = "x-amz-content-sha256";
+    pub(crate) const X_AMZ_DECODED_CONTENT_LENGTH: &str = "x-amz-decoded-content-length";
 }
 
 /// Presigned-query parameter names (case-sensitive, as AWS treats them).
@@ -255,17 +249,17 @@ impl<'r> KnownHeaders<'r> {
     pub(crate) fn scan(headers: &'r HeaderMap) -> Result<Self, Rejection> {
         let mut known = Self::default();
         for (name, value) in headers {
-            let slot = if *name == names::AUTHORIZATION {
+            let slot = if name == http::header::AUTHORIZATION {
                 &mut known.authorization
-            } else if *name == names::DATE {
+            } else if name == http::header::DATE {
                 &mut known.date
             } else if name.as_str().starts_with("x-amz-") {
                 match name.as_str() {
-                    "x-amz-date" => &mut known.x_amz_date,
-                    "x-amz-security-token" => &mut known.security_token,
-                    "x-amz-region-set" => &mut known.region_set,
-                    "x-amz-content-sha256" => &mut known.content_sha256,
-                    "x-amz-decoded-content-length" => &mut known.decoded_content_length,
+                    names::X_AMZ_DATE => &mut known.x_amz_date,
+                    names::X_AMZ_SECURITY_TOKEN => &mut known.security_token,
+                    names::X_AMZ_REGION_SET => &mut known.region_set,
+                    names::X_AMZ_CONTENT_SHA256 => &mut known.content_sha256,
+                    names::X_AMZ_DECODED_CONTENT_LENGTH => &mut known.decoded_content_length,
                     _ => continue,
                 }
             } else {
@@ -444,7 +438,7 @@ fn parse_header<'r>(known: KnownHeaders<'r>, value: &'r str) -> Result<ParsedAut
     let signed_headers = signed_headers.ok_or_else(|| missing("SignedHeaders"))?;
     let signature = signature.ok_or_else(|| missing("Signature"))?;
 
-    let time = match header_text(known.x_amz_date, "x-amz-date")? {
+    let time = match header_text(known.x_amz_date, names::X_AMZ_DATE)? {
         Some(v) => AmzTime::parse_iso(v).ok_or_else(|| {
             Rejection::incomplete(format!(
                 "X-Amz-Date '{}' is not in the form YYYYMMDD'T'HHMMSS'Z'.",
@@ -466,8 +460,8 @@ fn parse_header<'r>(known: KnownHeaders<'r>, value: &'r str) -> Result<ParsedAut
         },
     };
     let session_token =
-        header_text(known.security_token, "x-amz-security-token")?.map(Cow::Borrowed);
-    let region_set = header_text(known.region_set, "x-amz-region-set")?.map(Cow::Borrowed);
+        header_text(known.security_token, names::X_AMZ_SECURITY_TOKEN)?.map(Cow::Borrowed);
+    let region_set = header_text(known.region_set, names::X_AMZ_REGION_SET)?.map(Cow::Borrowed);
     build(
         known,
         algorithm,

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use super::sha256::Sha256Sink;
 
-use super::auth::{ParsedAuth, Q_SIGNATURE, query_pairs};
+use super::auth::{ParsedAuth, Q_SIGNATURE, names, query_pairs};
 use super::encode::{
     Sink, canonical_query_component, encode_s3_path, encode_strict, is_unreserved, normalize_path,
     put_hex,
@@ -119,7 +119,7 @@ impl Canonical<'_, '_> {
         for (i, name) in self.auth.signed_headers().enumerate() {
             out.put(name.as_bytes());
             out.put(b":");
-            let hide = redact && name == "x-amz-security-token";
+            let hide = redact && name == names::X_AMZ_SECURITY_TOKEN;
             if hide {
                 out.put(REDACTED);
             }

@@ -65,17 +65,22 @@ impl<S: Sink> Sink for Buffered<'_, S> {
             }
         }
         if let Some(slot) = self.buf.get_mut(self.len..self.len + bytes.len()) {
-            // Most pieces are a few bytes (`\n`, `:`, a short value): an inline loop beats a
-            // call into libc's memcpy.
-            if bytes.len() <= 32 {
-                for (d, s) in slot.iter_mut().zip(bytes) {
-                    *d = *s;
-                }
-            } else {
-                slot.copy_from_slice(bytes);
-            }
+            copy_small(slot, bytes);
             self.len += bytes.len();
         }
+    }
+}
+
+/// Copies a piece into a buffer of the same length: an inline loop for the few-byte pieces
+/// that make up most of a canonical request (a call into `memcpy` costs more), `memcpy`
+/// for longer ones.
+pub(crate) fn copy_small(dst: &mut [u8], src: &[u8]) {
+    if src.len() <= 32 {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s;
+        }
+    } else {
+        dst.copy_from_slice(src);
     }
 }
 

@@ -48,7 +48,7 @@ pub struct Policy {
     pub max_skew_secs: i64,
     /// Headers that must be signed whenever present, beyond the ones SigV4 itself
     /// requires (`host`, `x-amz-date`, `x-amz-security-token`, `x-amz-content-sha256`).
-    /// Lower-case names.
+    /// Names match ignoring case.
     pub required_signed_headers: Vec<String>,
     /// Input limits.
     pub limits: Limits,

@@ -7,7 +7,7 @@
 
 use sha2::block_api::compress256;
 
-use super::encode::Sink;
+use super::encode::{Sink, copy_small};
 
 const IV: [u32; 8] = [
     0x6a09_e667,
@@ -88,18 +88,6 @@ impl Sha256Sink {
             slot.copy_from_slice(rest);
         }
         self.filled = rest.len();
-    }
-}
-
-/// Copies a piece into the block: an inline loop for the few-byte pieces that make up most
-/// of a canonical request (a call into `memcpy` costs more), `memcpy` for longer ones.
-fn copy_small(dst: &mut [u8], src: &[u8]) {
-    if src.len() <= 32 {
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d = *s;
-        }
-    } else {
-        dst.copy_from_slice(src);
     }
 }
 

@@ -47,8 +47,6 @@ pub struct Verified {
     /// The credential that signed: access key id, scope date, region, service. (The signed
     /// header list shares its allocation.)
     pub credential: CredentialString<String>,
-    /// The SigV4a region set, as signed.
-    pub region_set: Option<String>,
     /// SigV4 or SigV4a.
     pub algorithm: Algorithm,
     /// Header or presigned query.
@@ -59,6 +57,7 @@ pub struct Verified {
     pub has_session_token: bool,
     /// What was proven about the body.
     pub payload: Payload,
+    region_set: Option<String>,
 }
 
 impl Verified {
@@ -235,11 +234,11 @@ impl Verifier {
         };
         let header_mode = *location == Location::Header;
         let must_sign = [
-            (names::X_AMZ_SECURITY_TOKEN.as_str(), true),
-            (names::X_AMZ_CONTENT_SHA256.as_str(), true),
-            (names::X_AMZ_DATE.as_str(), header_mode),
+            (names::X_AMZ_SECURITY_TOKEN, true),
+            (names::X_AMZ_CONTENT_SHA256, true),
+            (names::X_AMZ_DATE, header_mode),
             (
-                names::X_AMZ_REGION_SET.as_str(),
+                names::X_AMZ_REGION_SET,
                 header_mode && *algorithm == Algorithm::V4a,
             ),
         ];
@@ -251,7 +250,7 @@ impl Verifier {
                     .policy
                     .required_signed_headers
                     .iter()
-                    .any(|r| r == name)
+                    .any(|r| r.eq_ignore_ascii_case(name))
         };
 
         let mut previous_name: Option<&http::HeaderName> = None;
@@ -403,27 +402,36 @@ impl Verifier {
                 ),
             ));
         }
-        let candidates = self.declared_payloads(auth)?;
         let query = canonical_query(req.query, auth.location == Location::Query);
         let mut matched = None;
-        for declared in candidates.into_iter().flatten() {
-            let canonical = self.prepare(req, auth, &query, &declared)?;
+        let mut unresolved = None;
+        for declared in self.declared_payloads(auth)?.into_iter().flatten() {
+            // A guess whose payload line cannot be had (the body hash of a streamed body)
+            // is not the one the caller signed: try the next.
+            let (line, kind) = match declared.resolve(req.body) {
+                Ok(resolved) => resolved,
+                Err(e) => {
+                    unresolved.get_or_insert(e);
+                    continue;
+                }
+            };
+            let canonical = self.prepare(req, auth, &query, line);
             if let Ok(key) = self.check_signature(auth, credential, &canonical.hash()) {
-                // Keep only the payload line: the canonical request is large to move.
-                matched = Some((declared, canonical.payload, key));
+                matched = Some((kind, key));
                 break;
             }
         }
-        let Some((declared, payload_line, v4_key)) = matched else {
-            return Err(self.mismatch_report(req, auth)?);
+        let Some((kind, v4_key)) = matched else {
+            return Err(match unresolved {
+                // Nothing could be checked at all: say why.
+                Some(e) if auth.location == Location::Header => e,
+                _ => self.mismatch_report(req, auth)?,
+            });
         };
 
-        let payload = match declared {
-            Declared::Absent => match payload_line {
-                PayloadLine::Hash(h) => Payload::Signed(h),
-                PayloadLine::Text(_) => Payload::Unsigned,
-            },
-            Declared::Text(_, DeclaredKind::Hash(expected)) => {
+        let payload = match kind {
+            DeclaredKind::Computed(h) => Payload::Signed(h),
+            DeclaredKind::Hash(expected) => {
                 let actual = body_hash(req.body).ok_or_else(|| {
                     Rejection::new(
                         Code::XAmzContentSHA256Mismatch,
@@ -444,7 +452,7 @@ impl Verifier {
                 }
                 Payload::Signed(actual)
             }
-            Declared::Text(_, DeclaredKind::Unsigned) => {
+            DeclaredKind::Unsigned => {
                 let empty = match req.body {
                     Body::Bytes(b) => b.is_empty(),
                     Body::Sha256(h) => h == EMPTY_SHA256,
@@ -460,9 +468,7 @@ impl Verifier {
                 }
                 Payload::Unsigned
             }
-            Declared::Text(_, DeclaredKind::Streaming) => {
-                self.streaming_payload(req, auth, v4_key)?
-            }
+            DeclaredKind::Streaming => self.streaming_payload(req, auth, v4_key)?,
         };
         Ok(Verified {
             credential: auth.credential.to_owned_with(&auth.signed_headers),
@@ -489,7 +495,7 @@ impl Verifier {
         };
         let expected_length = header_text(
             auth.known.decoded_content_length,
-            "x-amz-decoded-content-length",
+            names::X_AMZ_DECODED_CONTENT_LENGTH,
         )?
         .map(|v| {
             v.parse::<u64>().map_err(|_| {
@@ -539,14 +545,16 @@ impl Verifier {
         auth: &ParsedAuth<'_>,
         redact: bool,
     ) -> Result<SignatureDetail, Rejection> {
-        let declared = self.declared_payloads(auth)?;
-        let declared = declared
-            .into_iter()
-            .flatten()
-            .next()
-            .unwrap_or(Declared::Absent);
+        // The most likely payload line that can be had.
+        let mut line = Err(Rejection::incomplete("No payload line to sign."));
+        for declared in self.declared_payloads(auth)?.into_iter().flatten() {
+            line = declared.resolve(req.body).map(|(line, _)| line);
+            if line.is_ok() {
+                break;
+            }
+        }
         let query = canonical_query(req.query, auth.location == Location::Query);
-        let canonical = self.prepare(req, auth, &query, &declared)?;
+        let canonical = self.prepare(req, auth, &query, line?);
         let mut sts = Vec::with_capacity(128);
         write_string_to_sign(
             &mut sts,
@@ -589,26 +597,16 @@ impl Verifier {
         req: &Request<'a>,
         auth: &'a ParsedAuth<'r>,
         query: &'a [QueryPair<'a>],
-        declared: &Declared<'a>,
-    ) -> Result<Canonical<'a, 'r>, Rejection> {
-        let payload = match declared {
-            Declared::Text(text, _) => PayloadLine::Text(text),
-            Declared::Absent => PayloadLine::Hash(body_hash(req.body).ok_or_else(|| {
-                Rejection::new(
-                    Code::XAmzContentSHA256Mismatch,
-                    "The body's hash cannot be checked on a streamed body without \
-                     x-amz-content-sha256.",
-                )
-            })?),
-        };
-        Ok(Canonical {
+        payload: PayloadLine<'a>,
+    ) -> Canonical<'a, 'r> {
+        Canonical {
             method: req.method,
             path: req.path,
             s3_style: self.s3_style(auth.service()),
             query,
             auth,
             payload,
-        })
+        }
     }
 
     /// Checks the request signature; for SigV4 returns the signing key (chunk signatures
@@ -680,7 +678,7 @@ impl Verifier {
     }
 
     fn declared_header<'r>(&self, auth: &ParsedAuth<'r>) -> Result<Declared<'r>, Rejection> {
-        let Some(raw) = header_text(auth.known.content_sha256, "x-amz-content-sha256")? else {
+        let Some(raw) = header_text(auth.known.content_sha256, names::X_AMZ_CONTENT_SHA256)? else {
             return Ok(Declared::Absent);
         };
         let kind = match raw {
@@ -713,10 +711,17 @@ fn body_hash(body: Body<'_>) -> Option<[u8; 32]> {
     }
 }
 
+/// What a payload line proves once the signature over it checks out.
+#[derive(Clone, Copy)]
 enum DeclaredKind {
+    /// A declared hash, still to be compared with the body.
     Hash([u8; 32]),
+    /// `UNSIGNED-PAYLOAD`, subject to the caller's policy.
     Unsigned,
+    /// Chunk signatures follow in the body.
     Streaming,
+    /// The body's own hash, computed here: signing it proved the body.
+    Computed([u8; 32]),
 }
 
 /// What the request says about its payload hash.
@@ -725,4 +730,24 @@ enum Declared<'r> {
     Text(&'r str, DeclaredKind),
     /// Nothing: the verifier hashes the body itself.
     Absent,
+}
+
+impl<'r> Declared<'r> {
+    /// The canonical request's payload line, and what it proves if it was signed.
+    fn resolve(&self, body: Body<'_>) -> Result<(PayloadLine<'r>, DeclaredKind), Rejection> {
+        match *self {
+            Declared::Text(text, kind) => Ok((PayloadLine::Text(text), kind)),
+            Declared::Absent => {
+                let h = body_hash(body).ok_or_else(|| {
+                    Rejection::new(
+                        Code::XAmzContentSHA256Mismatch,
+                        "The body's hash cannot be checked on a streamed body: send \
+                         x-amz-content-sha256 (the body's SHA-256, UNSIGNED-PAYLOAD or \
+                         STREAMING-AWS4-HMAC-SHA256-PAYLOAD).",
+                    )
+                })?;
+                Ok((PayloadLine::Hash(h), DeclaredKind::Computed(h)))
+            }
+        }
+    }
 }
