@@ -142,8 +142,10 @@ impl Cases {
             let pbc_field = |role: &str, field: &Spanned<String>, diags: &mut Diagnostics| {
                 let name = field.get_ref();
                 if rules.pbc(name).is_none() {
-                    let help = did_you_mean(name, pbc_names.iter().copied())
-                        .map_or_else(|| format!("PBCs in {}: {}", rules.origin(), pbc_names.join(", ")), |s| format!("did you mean `{s}`?"));
+                    let help = did_you_mean(name, pbc_names.iter().copied()).map_or_else(
+                        || format!("PBCs in {}: {}", rules.origin(), pbc_names.join(", ")),
+                        |s| format!("did you mean `{s}`?"),
+                    );
                     diags.push(loc.error(
                         "unknown-pbc",
                         field.span(),
@@ -159,27 +161,38 @@ impl Cases {
             pbc_field("target", &c.target, &mut diags);
             let method = c.method.get_ref();
             if method.is_empty() || !method.bytes().all(|b| b.is_ascii_alphabetic() || b == b'-') {
-                diags.push(loc.error("invalid-method", c.method.span(), format!("`{method}` is not an HTTP method"), None));
+                diags.push(loc.error(
+                    "invalid-method",
+                    c.method.span(),
+                    format!("`{method}` is not an HTTP method"),
+                    None,
+                ));
             }
-            let source_ip = c.source_ip.as_ref().and_then(|ip| match ip.get_ref().parse::<IpAddr>() {
-                Ok(v) => Some(v),
-                Err(_) => {
-                    diags.push(loc.error(
-                        "invalid-ip",
-                        ip.span(),
-                        format!("`{}` is not an IP address", ip.get_ref()),
-                        Some("write an address like \"10.1.2.3\" or \"::1\"".to_string()),
-                    ));
-                    None
-                }
-            });
-            let time = c.time.as_ref().and_then(|t| match parse_rfc3339(t.get_ref()) {
-                Ok(v) => Some(v),
-                Err(why) => {
-                    diags.push(loc.error("invalid-time", t.span(), why, None));
-                    None
-                }
-            });
+            let source_ip =
+                c.source_ip
+                    .as_ref()
+                    .and_then(|ip| match ip.get_ref().parse::<IpAddr>() {
+                        Ok(v) => Some(v),
+                        Err(_) => {
+                            diags.push(loc.error(
+                                "invalid-ip",
+                                ip.span(),
+                                format!("`{}` is not an IP address", ip.get_ref()),
+                                Some("write an address like \"10.1.2.3\" or \"::1\"".to_string()),
+                            ));
+                            None
+                        }
+                    });
+            let time = c
+                .time
+                .as_ref()
+                .and_then(|t| match parse_rfc3339(t.get_ref()) {
+                    Ok(v) => Some(v),
+                    Err(why) => {
+                        diags.push(loc.error("invalid-time", t.span(), why, None));
+                        None
+                    }
+                });
             let expect = match c.expect.get_ref().as_str() {
                 "allow" => Effect::Allow,
                 "deny" => Effect::Deny,
@@ -206,12 +219,19 @@ impl Cases {
                 ));
             }
             let reason = c.reason.as_ref().and_then(|r| {
-                let found = REASONS.iter().find(|x| **x == r.get_ref().as_str()).copied();
+                let found = REASONS
+                    .iter()
+                    .find(|x| **x == r.get_ref().as_str())
+                    .copied();
                 if found.is_none() {
                     diags.push(loc.error(
                         "invalid-reason",
                         r.span(),
-                        format!("reason `{}` is not one of {}", r.get_ref(), REASONS.join(", ")),
+                        format!(
+                            "reason `{}` is not one of {}",
+                            r.get_ref(),
+                            REASONS.join(", ")
+                        ),
                         None,
                     ));
                 }
@@ -273,7 +293,11 @@ impl Cases {
 
 impl Case {
     fn run<'c>(&'c self, rules: &Rules, now: i64) -> CaseResult<'c> {
-        let tags: Vec<(&str, &str)> = self.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let tags: Vec<(&str, &str)> = self
+            .tags
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         let req = Request {
             caller: if self.caller_is_arn {
                 Caller::Principal(&self.caller)
@@ -298,7 +322,9 @@ impl Case {
         {
             problems.push(format!(
                 "expected rule `{want}`, got {}",
-                decision.rule_id().map_or("no rule".to_string(), |r| format!("`{r}`"))
+                decision
+                    .rule_id()
+                    .map_or("no rule".to_string(), |r| format!("`{r}`"))
             ));
         }
         if let Some(want) = self.reason
@@ -320,7 +346,11 @@ impl Case {
 impl fmt::Display for CaseResult<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.failure {
-            None => write!(f, "ok    {} (line {}): {}", self.case.name, self.case.line, self.got),
+            None => write!(
+                f,
+                "ok    {} (line {}): {}",
+                self.case.name, self.case.line, self.got
+            ),
             Some(why) => write!(
                 f,
                 "FAIL  {} (line {}): {why}\n      decision: {}",

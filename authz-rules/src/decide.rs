@@ -152,6 +152,9 @@ fn join(c: &[crate::condition::Cidr]) -> String {
         .join(", ")
 }
 
+/// A caller's PBC (index) and the principal pattern that matched, if any.
+type PbcMatch<'r> = (usize, Option<&'r crate::principal::ArnPattern>);
+
 /// What one rule made of a request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
@@ -288,10 +291,7 @@ impl Rules {
     fn resolve_caller<'a>(
         &self,
         caller: Caller<'a>,
-    ) -> (
-        Option<Cow<'a, str>>,
-        Option<(usize, Option<&crate::principal::ArnPattern>)>,
-    ) {
+    ) -> (Option<Cow<'a, str>>, Option<PbcMatch<'_>>) {
         match caller {
             Caller::Pbc(name) => (None, self.pbc(name).map(|i| (i, None))),
             Caller::Principal(arn) => {

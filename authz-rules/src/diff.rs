@@ -106,12 +106,17 @@ impl Diff {
     /// Did the change widen access? (Opened edges, changed conditions, or
     /// principals added to a PBC.)
     pub fn widened(&self) -> bool {
-        !self.opened.is_empty() || !self.changed.is_empty() || self.principals.iter().any(|m| m.added)
+        !self.opened.is_empty()
+            || !self.changed.is_empty()
+            || self.principals.iter().any(|m| m.added)
     }
 
     /// True when nothing changed.
     pub fn is_empty(&self) -> bool {
-        self.opened.is_empty() && self.closed.is_empty() && self.changed.is_empty() && self.principals.is_empty()
+        self.opened.is_empty()
+            && self.closed.is_empty()
+            && self.changed.is_empty()
+            && self.principals.is_empty()
     }
 }
 
@@ -157,7 +162,10 @@ impl Probe {
                     tags: &[],
                     now: 0,
                 });
-                (Some(principal_role(a).into_owned()), d.caller_pbc.and_then(|n| rules.pbc(n)))
+                (
+                    Some(principal_role(a).into_owned()),
+                    d.caller_pbc.and_then(|n| rules.pbc(n)),
+                )
             }
         };
         rules
@@ -220,8 +228,16 @@ pub fn diff(old: &Rules, new: &Rules) -> Diff {
                 TargetSpec::Any => true,
                 TargetSpec::Pbc(i) => rules.pbcs().get(i).is_some_and(|p| *p.name == **target),
             };
-            let t_old: Vec<&Rule> = rel_old.iter().copied().filter(|r| on_target(r, old)).collect();
-            let t_new: Vec<&Rule> = rel_new.iter().copied().filter(|r| on_target(r, new)).collect();
+            let t_old: Vec<&Rule> = rel_old
+                .iter()
+                .copied()
+                .filter(|r| on_target(r, old))
+                .collect();
+            let t_new: Vec<&Rule> = rel_new
+                .iter()
+                .copied()
+                .filter(|r| on_target(r, new))
+                .collect();
             if t_old.is_empty() && t_new.is_empty() {
                 continue;
             }
@@ -268,7 +284,9 @@ fn probe_edge(probe: &Probe, target: &str, t_old: &[&Rule], t_new: &[&Rule], out
     let mut grouped: BTreeMap<(usize, String), (Access, Access, Vec<String>)> = BTreeMap::new();
     for (pi, pattern) in patterns.iter().enumerate() {
         let example = pattern.example(FILL);
-        let Ok(path) = NormalPath::parse(&example) else { continue };
+        let Ok(path) = NormalPath::parse(&example) else {
+            continue;
+        };
         for method in &methods {
             let bit = Methods::of(method);
             let before = access(t_old, bit, &path);
@@ -322,7 +340,10 @@ fn access(rules: &[&Rule], method: Methods, path: &NormalPath<'_>) -> Access {
         .copied()
         .filter(|r| r.methods.intersects(method) && r.paths.iter().any(|p| p.matches(path)))
         .collect();
-    if let Some(deny) = hits.iter().find(|r| r.effect == Effect::Deny && r.conditions.is_empty()) {
+    if let Some(deny) = hits
+        .iter()
+        .find(|r| r.effect == Effect::Deny && r.conditions.is_empty())
+    {
         return Access::Denied {
             rule: Some(deny.id.to_string()),
         };
@@ -345,7 +366,9 @@ fn access(rules: &[&Rule], method: Methods, path: &NormalPath<'_>) -> Access {
             .join(" and ")
     };
     match allows.iter().find(|r| r.conditions.is_empty()) {
-        Some(a) if cond_denies.is_empty() => Access::Allowed { rule: a.id.to_string() },
+        Some(a) if cond_denies.is_empty() => Access::Allowed {
+            rule: a.id.to_string(),
+        },
         Some(a) => Access::Conditional {
             rules: std::iter::once(a.id.to_string())
                 .chain(cond_denies.iter().map(|d| d.id.to_string()))
@@ -382,7 +405,11 @@ fn membership(old: &Rules, new: &Rules) -> Vec<Membership> {
         rules
             .pbcs()
             .iter()
-            .flat_map(|p| p.principals.iter().map(|a| (p.name.to_string(), a.to_string())))
+            .flat_map(|p| {
+                p.principals
+                    .iter()
+                    .map(|a| (p.name.to_string(), a.to_string()))
+            })
             .collect()
     };
     let (a, b) = (set(old), set(new));
@@ -435,7 +462,12 @@ impl fmt::Display for Diff {
         };
         section(f, "opened (access widened)", '+', &self.opened)?;
         section(f, "closed (access narrowed)", '-', &self.closed)?;
-        section(f, "conditions changed (review: may widen)", '~', &self.changed)?;
+        section(
+            f,
+            "conditions changed (review: may widen)",
+            '~',
+            &self.changed,
+        )?;
         if !self.principals.is_empty() {
             writeln!(f, "principals:")?;
             for m in &self.principals {

@@ -41,9 +41,11 @@
 //! assert_eq!(decision.rule_id(), Some("checkout-reads-catalogue"));
 //! ```
 
+pub mod cases;
 pub mod condition;
 mod decide;
 pub mod diag;
+pub mod diff;
 
 mod file;
 mod lint;
@@ -51,6 +53,7 @@ mod matrix;
 pub mod method;
 pub mod path;
 pub mod principal;
+pub mod render;
 
 mod rules;
 

@@ -55,13 +55,17 @@ pub(crate) fn run(loc: &Locator<'_>, pbcs: &[Pbc], rules: &[Rule], diags: &mut D
     for (i, r) in rules.iter().enumerate() {
         buckets.entry(key(r)).or_default().push(i);
     }
-    let principal_keys: Vec<&str> = buckets
-        .keys()
-        .filter_map(|(c, _)| match c {
-            CallerKey::Principal(p) => Some(*p),
-            _ => None,
-        })
-        .collect();
+    let mut principal_keys: Vec<(&str, &crate::principal::ArnPattern)> = Vec::new();
+    for r in rules {
+        if let CallerSpec::Principal(p) = &r.caller
+            && !principal_keys.iter().any(|(k, _)| *k == p.as_str())
+        {
+            principal_keys.push((p.as_str(), p));
+        }
+    }
+    // Which role-ARN callers cover each caller, worked out once per caller
+    // rather than once per rule.
+    let mut wider: HashMap<CallerKey<'_>, Vec<&str>> = HashMap::new();
     for (i, rule) in rules.iter().enumerate() {
         if rule.effect == Effect::Allow
             && rule.caller == CallerSpec::Any
@@ -100,7 +104,17 @@ pub(crate) fn run(loc: &Locator<'_>, pbcs: &[Pbc], rules: &[Rule], diags: &mut D
             CallerSpec::Pbc(p) => callers.push(CallerKey::Pbc(*p)),
             CallerSpec::Principal(_) => {}
         }
-        callers.extend(principal_keys.iter().map(|p| CallerKey::Principal(p)));
+        let own = key(rule).0;
+        let covering = wider.entry(own).or_insert_with(|| {
+            principal_keys
+                .iter()
+                .filter(|(_, pat)| {
+                    caller_covers(pbcs, &CallerSpec::Principal((*pat).clone()), &rule.caller)
+                })
+                .map(|(k, _)| *k)
+                .collect()
+        });
+        callers.extend(covering.iter().map(|p| CallerKey::Principal(p)));
         let targets: &[Option<usize>] = match rule.target {
             TargetSpec::Any => &[None],
             TargetSpec::Pbc(t) => &[Some(t), None],

@@ -16,8 +16,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Check, explain, render, diff and test the cross-PBC allow matrix.
 #[derive(Parser)]
 #[command(name = "authz-rules", version, about, long_about = None)]
-#[command(after_help = "Exit codes: 0 yes (valid, allowed, not widened, all cases pass); \
-    1 no (invalid, denied, widened, a case failed); 2 could not run.")]
+#[command(
+    after_help = "Exit codes: 0 yes (valid, allowed, not widened, all cases pass); \
+    1 no (invalid, denied, widened, a case failed); 2 could not run."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -136,8 +138,11 @@ fn read(path: &str) -> Result<String, Fatal> {
 }
 
 fn load(path: &str) -> Result<Rules, Fatal> {
-    Rules::parse(&read(path)?, path)
-        .map_err(|d| Fatal(format!("{path} has errors; run `authz-rules check {path}`\n\n{d}")))
+    Rules::parse(&read(path)?, path).map_err(|d| {
+        Fatal(format!(
+            "{path} has errors; run `authz-rules check {path}`\n\n{d}"
+        ))
+    })
 }
 
 fn now() -> i64 {
@@ -158,7 +163,11 @@ fn json(v: &impl serde::Serialize) -> String {
 }
 
 fn yes(ok: bool) -> ExitCode {
-    if ok { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
 
 fn run(cmd: Command) -> Result<ExitCode, Fatal> {
@@ -173,7 +182,7 @@ fn run(cmd: Command) -> Result<ExitCode, Fatal> {
                 Ok(rules) => (rules.warnings().clone(), Some(rules)),
                 Err(d) => (d, None),
             };
-            let ok = rules.is_some() && !(deny_warnings && !diags.is_empty());
+            let ok = rules.is_some() && (!deny_warnings || diags.is_empty());
             match format {
                 TextOrJson::Json => println!(
                     "{}",
@@ -308,8 +317,14 @@ fn print_check(file: &str, diags: &Diagnostics, rules: Option<&Rules>) {
             "{file}: valid: {} PBCs, {} rules ({} allow, {} deny); {w} warning(s)",
             r.pbcs().len(),
             r.rules().len(),
-            r.rules().iter().filter(|x| x.effect == Effect::Allow).count(),
-            r.rules().iter().filter(|x| x.effect == Effect::Deny).count(),
+            r.rules()
+                .iter()
+                .filter(|x| x.effect == Effect::Allow)
+                .count(),
+            r.rules()
+                .iter()
+                .filter(|x| x.effect == Effect::Deny)
+                .count(),
         ),
         None => println!("{file}: invalid: {e} error(s), {w} warning(s)"),
     }
@@ -328,7 +343,11 @@ fn print_explain(rules: &Rules, req: &Request<'_>, ex: &authz_rules::Explanation
         (None, None) => println!("caller:   unknown"),
     }
     if !ex.target_known {
-        println!("target:   `{}` is not a PBC of {}; only `*` rules apply", req.target, rules.origin());
+        println!(
+            "target:   `{}` is not a PBC of {}; only `*` rules apply",
+            req.target,
+            rules.origin()
+        );
     }
     match &ex.path {
         Ok(p) => println!("path:     {p} (normalized)"),

@@ -18,6 +18,10 @@ use std::collections::HashMap;
 
 const NONE: u32 = u32::MAX;
 
+/// How a PBC pattern ranks against others matching the same principal:
+/// exact before glob, then more literal characters, then earlier in the file.
+type Rank = (bool, usize, std::cmp::Reverse<usize>);
+
 /// Whose pattern a principal pattern is.
 #[derive(Clone, Copy, Debug)]
 enum Owner {
@@ -194,10 +198,10 @@ impl PathTrie {
             n.here.iter().for_each(f);
             return;
         };
-        if let Ok(i) = n.literals.binary_search_by(|c| (*c.0).cmp(first)) {
-            if let Some(&(_, child)) = n.literals.get(i) {
-                self.visit(child, rest, f);
-            }
+        if let Ok(i) = n.literals.binary_search_by(|c| (*c.0).cmp(first))
+            && let Some(&(_, child)) = n.literals.get(i)
+        {
+            self.visit(child, rest, f);
         }
         if n.one != NONE {
             self.visit(n.one, rest, f);
@@ -313,14 +317,13 @@ impl Matrix {
 
     /// The caller's PBC (best-ranked matching pattern) and groups.
     fn resolve(&self, arn: &str) -> (Option<u32>, SmallVec<[u32; 4]>) {
-        let mut best: Option<(u32, (bool, usize, std::cmp::Reverse<usize>))> = None;
+        let mut best: Option<(u32, Rank)> = None;
         let mut groups = SmallVec::new();
         let mut take = |id: u32| match self.patterns.get(id as usize).map(|p| p.owner) {
-            Some(Owner::Pbc { pbc, rank }) => {
-                if best.is_none_or(|(_, r)| rank > r) {
-                    best = Some((pbc, rank));
-                }
+            Some(Owner::Pbc { pbc, rank }) if best.is_none_or(|(_, r)| rank > r) => {
+                best = Some((pbc, rank));
             }
+            Some(Owner::Pbc { .. }) => {}
             Some(Owner::Group(g)) => groups.push(g),
             None => {}
         };

@@ -94,6 +94,7 @@ impl fmt::Display for Methods {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
 

@@ -1,6 +1,11 @@
 //! A bad rules file is refused with file, line, column and what to do; a
 //! questionable one passes with warnings.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use authz_rules::{Diagnostic, Rules, Severity};
 
@@ -58,7 +63,13 @@ paths = ["/payments"]
         10,
     );
     assert!(e.message.contains("`chekout`"), "{e}");
-    assert!(e.help.as_deref().unwrap().contains("did you mean `checkout`"), "{e}");
+    assert!(
+        e.help
+            .as_deref()
+            .unwrap()
+            .contains("did you mean `checkout`"),
+        "{e}"
+    );
     let shown = e.to_string();
     assert!(shown.contains("--> rules.toml:12:10"), "{shown}");
     assert!(shown.contains("caller = \"chekout\""), "{shown}");
@@ -224,8 +235,14 @@ fn conditions_are_validated() {
         ("principal_tags = { team = [] }", "invalid-tag"),
         ("time = { hours = \"8-18\" }", "invalid-time"),
         ("time = { days = [\"someday\"] }", "invalid-time"),
-        ("time = { not_before = \"2026-02-01\", not_after = \"2026-01-01\" }", "invalid-time"),
-        ("time = { not_after = \"2026-01-01T10:00:00+01:00\" }", "invalid-time"),
+        (
+            "time = { not_before = \"2026-02-01\", not_after = \"2026-01-01\" }",
+            "invalid-time",
+        ),
+        (
+            "time = { not_after = \"2026-01-01T10:00:00+01:00\" }",
+            "invalid-time",
+        ),
         ("time = {}", "invalid-time"),
     ] {
         let errs = errors(&format!(
@@ -235,7 +252,9 @@ fn conditions_are_validated() {
         assert_eq!(errs[0].code, code, "{cond}");
         assert_eq!(errs[0].line, BASE_LINE + 8, "{cond}");
     }
-    let e = &errors("\n[[allow]]\nid = \"a\"\ncaller = \"checkout\"\ntarget = \"payment\"\nmethods = [\"GET\"]\npaths = [\"/\"]\nsource_cidrs = [\"10.1.2.3/8\"]\n")[0];
+    let e = &errors(
+        "\n[[allow]]\nid = \"a\"\ncaller = \"checkout\"\ntarget = \"payment\"\nmethods = [\"GET\"]\npaths = [\"/\"]\nsource_cidrs = [\"10.1.2.3/8\"]\n",
+    )[0];
     assert!(e.message.contains("did you mean `10.0.0.0/8`"), "{e}");
 }
 
@@ -272,8 +291,14 @@ name = "arn:aws:iam::1:role/c"
         ],
         "{diags}"
     );
-    let session = diags.errors().find(|d| d.message.contains("assumed-role")).unwrap();
-    assert!(session.message.contains("arn:aws:iam::1:role/b"), "{session}");
+    let session = diags
+        .errors()
+        .find(|d| d.message.contains("assumed-role"))
+        .unwrap();
+    assert!(
+        session.message.contains("arn:aws:iam::1:role/b"),
+        "{session}"
+    );
 }
 
 #[test]
@@ -289,7 +314,15 @@ paths = ["relative"]
 "#,
     );
     let codes: Vec<&str> = errs.iter().map(|d| d.code).collect();
-    assert_eq!(codes, ["unknown-pbc", "unknown-pbc", "invalid-method", "invalid-path"]);
+    assert_eq!(
+        codes,
+        [
+            "unknown-pbc",
+            "unknown-pbc",
+            "invalid-method",
+            "invalid-path"
+        ]
+    );
 }
 
 #[test]
@@ -341,7 +374,11 @@ paths = ["/payments/{id}/capture", "/payments"]
     );
     assert_eq!(w.len(), 1, "{w:#?}");
     assert_eq!(w[0].code, "shadowed-rule");
-    assert!(w[0].message.contains("`narrow`") && w[0].message.contains("`wide`"), "{}", w[0]);
+    assert!(
+        w[0].message.contains("`narrow`") && w[0].message.contains("`wide`"),
+        "{}",
+        w[0]
+    );
     // A conditional earlier rule does not shadow.
     let w = warnings(
         r#"
@@ -414,7 +451,10 @@ paths = ["/"]
     )
     .unwrap();
     let codes: Vec<&str> = diags.warnings().warnings().map(|d| d.code).collect();
-    assert_eq!(codes, ["overlapping-principals", "caller-without-principals"]);
+    assert_eq!(
+        codes,
+        ["overlapping-principals", "caller-without-principals"]
+    );
     let overlap = diags.warnings().warnings().next().unwrap();
     assert!(overlap.message.contains("is `b`"), "{overlap}");
 }

@@ -1,6 +1,11 @@
 //! `diff` finds the edges a change opens and closes; `Cases` runs a policy's
 //! expected decisions.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use authz_rules::Rules;
 use authz_rules::cases::Cases;
@@ -54,7 +59,12 @@ fn a_new_allow_opens_edges() {
     assert_eq!(c.methods, ["GET", "POST"]);
     assert_eq!(c.path, "/payments/{id}/refund");
     assert_eq!(c.before, Access::Denied { rule: None });
-    assert_eq!(c.after, Access::Allowed { rule: "refund".into() });
+    assert_eq!(
+        c.after,
+        Access::Allowed {
+            rule: "refund".into()
+        }
+    );
     assert!(d.closed.is_empty());
     // And back again: the same edge closes, access does not widen.
     let back = diff(&rules(&new), &rules(PAY));
@@ -77,17 +87,36 @@ paths = ["/a/*/c"]
     );
     let d = diff(&rules(old), &rules(&new));
     assert!(!d.widened(), "{d}");
-    let closed: Vec<(&str, &str)> = d.closed.iter().map(|c| (c.caller.as_str(), c.path.as_str())).collect();
+    let closed: Vec<(&str, &str)> = d
+        .closed
+        .iter()
+        .map(|c| (c.caller.as_str(), c.path.as_str()))
+        .collect();
     assert_eq!(closed, [("checkout", "/a/b/c")], "{d}");
-    assert_eq!(d.closed[0].after, Access::Denied { rule: Some("no-b".into()) });
+    assert_eq!(
+        d.closed[0].after,
+        Access::Denied {
+            rule: Some("no-b".into())
+        }
+    );
 }
 
 #[test]
 fn widening_a_method_list_opens_just_that_method() {
     let new = PAY.replace("[\"POST\"]", "[\"POST\", \"DELETE\"]");
     let d = diff(&rules(PAY), &rules(&new));
-    let opened: Vec<(String, &str)> = d.opened.iter().map(|c| (c.methods.join(","), c.path.as_str())).collect();
-    assert_eq!(opened, [("DELETE".to_string(), "/payments/*/capture"), ("DELETE".to_string(), "/payments")]);
+    let opened: Vec<(String, &str)> = d
+        .opened
+        .iter()
+        .map(|c| (c.methods.join(","), c.path.as_str()))
+        .collect();
+    assert_eq!(
+        opened,
+        [
+            ("DELETE".to_string(), "/payments/*/capture"),
+            ("DELETE".to_string(), "/payments")
+        ]
+    );
 }
 
 #[test]
@@ -118,7 +147,11 @@ fn principals_added_to_a_pbc_widen_access() {
     assert!(d.widened(), "{d}");
     assert_eq!(d.principals.len(), 1);
     assert!(d.principals[0].added);
-    assert!(d.to_string().contains("+ checkout: arn:aws:iam::1:role/legacy-*"), "{d}");
+    assert!(
+        d.to_string()
+            .contains("+ checkout: arn:aws:iam::1:role/legacy-*"),
+        "{d}"
+    );
     assert!(!diff(&new, &old).widened());
 }
 
@@ -177,7 +210,12 @@ reason = "allowed"
     assert!(!results[0].passed());
     assert_eq!(results[0].case.name, "POST /payments checkout -> payment");
     let shown = results[0].to_string();
-    assert!(shown.contains("FAIL") && shown.contains("expected deny, got allow") && shown.contains("line 2"), "{shown}");
+    assert!(
+        shown.contains("FAIL")
+            && shown.contains("expected deny, got allow")
+            && shown.contains("line 2"),
+        "{shown}"
+    );
     assert!(results[1].passed(), "{}", results[1]);
 }
 
@@ -203,10 +241,20 @@ reason = "because"
     let codes: Vec<(&str, usize)> = diags.errors().map(|d| (d.code, d.line)).collect();
     assert_eq!(
         codes,
-        [("unknown-pbc", 3), ("unknown-rule", 8), ("invalid-ip", 9), ("invalid-reason", 10)],
+        [
+            ("unknown-pbc", 3),
+            ("unknown-rule", 8),
+            ("invalid-ip", 9),
+            ("invalid-reason", 10)
+        ],
         "{diags}"
     );
     assert!(diags.to_string().contains("did you mean `checkout`"));
-    let diags = Cases::parse("[[case]]\ncaller = \"checkout\"\nexpected = \"allow\"\n", "c.toml", &rules).unwrap_err();
+    let diags = Cases::parse(
+        "[[case]]\ncaller = \"checkout\"\nexpected = \"allow\"\n",
+        "c.toml",
+        &rules,
+    )
+    .unwrap_err();
     assert_eq!(diags.errors().next().unwrap().code, "unknown-key");
 }

@@ -1,0 +1,200 @@
+//! Golden tests of the `authz-rules` command: what a person sees, and the exit
+//! codes scripts rely on. Run with `UPDATE_GOLDEN=1` to rewrite the files in
+//! tests/golden/ after an intended change, then review the diff.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use std::path::Path;
+use std::process::Command;
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+/// Runs the binary from the workspace root (so paths in output are relative
+/// and stable) and returns (exit code, stdout, stderr).
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_authz-rules"))
+        .args(args)
+        .current_dir(ROOT)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+fn golden(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run with UPDATE_GOLDEN=1", path.display()));
+    assert!(
+        expected == actual,
+        "{name} differs from the golden file; if intended, rerun with UPDATE_GOLDEN=1\n--- expected\n{expected}\n--- actual\n{actual}"
+    );
+}
+
+const RULES: &str = "examples/rules/commerce.toml";
+const CASES: &str = "examples/rules/commerce.cases.toml";
+const BAD: &str = "authz-rules/tests/fixtures/bad.toml";
+const V2: &str = "authz-rules/tests/fixtures/commerce-v2.toml";
+
+#[test]
+fn check_valid() {
+    let (code, out, _) = run(&["check", RULES, "--deny-warnings"]);
+    assert_eq!(code, 0, "{out}");
+    golden("check-valid.txt", &out);
+}
+
+#[test]
+fn check_invalid_human_and_json() {
+    let (code, out, _) = run(&["check", BAD]);
+    assert_eq!(code, 1, "{out}");
+    golden("check-invalid.txt", &out);
+    let (code, out, _) = run(&["check", BAD, "--format", "json"]);
+    assert_eq!(code, 1);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["valid"], false);
+    let first = &v["diagnostics"][0];
+    assert_eq!(
+        (first["line"].as_u64(), first["column"].as_u64()),
+        (Some(12), Some(10))
+    );
+    golden("check-invalid.json", &out);
+}
+
+#[test]
+fn explain_allow_and_deny() {
+    let (code, out, _) = run(&[
+        "explain",
+        RULES,
+        "--caller",
+        "arn:aws:iam::111122223333:role/pbc/checkout-worker-3",
+        "--target",
+        "payment",
+        "--method",
+        "POST",
+        "--path",
+        "/payments/p-9/capture",
+        "--source-ip",
+        "10.1.2.3",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    golden("explain-allow.txt", &out);
+
+    let (code, out, _) = run(&[
+        "explain",
+        RULES,
+        "--caller",
+        "checkout",
+        "--target",
+        "payment",
+        "--method",
+        "POST",
+        "--path",
+        "/payments",
+        "--source-ip",
+        "203.0.113.7",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    golden("explain-deny.txt", &out);
+
+    let (code, out, _) = run(&[
+        "explain",
+        RULES,
+        "--caller",
+        "storefront",
+        "--target",
+        "catalogue",
+        "--path",
+        "/products/../admin/x",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["decision"]["rule"], "no-admin-apis");
+    assert_eq!(v["path"], "/admin/x");
+    golden("explain-deny.json", &out);
+}
+
+#[test]
+fn matrix_formats_match_the_renderer_goldens() {
+    for (format, file) in [
+        ("table", "matrix.txt"),
+        ("markdown", "matrix.md"),
+        ("dot", "matrix.dot"),
+    ] {
+        let (code, out, err) = run(&["matrix", RULES, "--format", format]);
+        assert_eq!(code, 0, "{err}");
+        golden(file, &out);
+    }
+    let (code, _, err) = run(&["matrix", RULES, "--format", "svg"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("table") && err.contains("markdown"), "{err}");
+}
+
+#[test]
+fn diff_reports_opened_and_closed_edges() {
+    let (code, out, _) = run(&["diff", RULES, V2]);
+    assert_eq!(code, 1, "access widened: {out}");
+    golden("diff.txt", &out);
+    let (code, out, _) = run(&["diff", V2, RULES]);
+    // Going back closes the new edges but also tightens conditions, which is
+    // still reported as a change to review.
+    assert_eq!(code, 1, "{out}");
+    let (code, out, _) = run(&["diff", RULES, RULES]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("no change in access"));
+}
+
+#[test]
+fn test_runs_the_cases() {
+    let (code, out, _) = run(&["test", RULES, CASES, "--verbose"]);
+    assert_eq!(code, 0, "{out}");
+    golden("test.txt", &out);
+    // The proposed change keeps every tested decision.
+    let (code, out, _) = run(&["test", V2, CASES]);
+    assert_eq!(code, 0, "{out}");
+    // A wrong expectation: exit 1, the failure says what was expected.
+    let (code, out, _) = run(&[
+        "test",
+        RULES,
+        "authz-rules/tests/fixtures/failing.cases.toml",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    golden("test-failing.txt", &out);
+}
+
+#[test]
+fn usage_errors_exit_2_with_a_hint() {
+    let (code, _, err) = run(&["check", "no/such/file.toml"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("cannot read no/such/file.toml"), "{err}");
+    let (code, _, err) = run(&[
+        "explain", BAD, "--caller", "x", "--target", "y", "--path", "/",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("run `authz-rules check"), "{err}");
+    let (code, _, err) = run(&[
+        "explain", RULES, "--caller", "nobody", "--target", "order", "--path", "/",
+    ]);
+    assert_eq!(code, 2);
+    assert!(err.contains("neither an ARN nor a PBC"), "{err}");
+    for cmd in ["check", "explain", "matrix", "diff", "test"] {
+        let (code, out, _) = run(&[cmd, "--help"]);
+        assert_eq!(code, 0);
+        assert!(out.contains("Usage: authz-rules"), "{cmd}: {out}");
+    }
+}
