@@ -262,9 +262,12 @@ fn probe_edge(probe: &Probe, target: &str, t_old: &[&Rule], t_new: &[&Rule], out
     methods.dedup();
     // Paths: each pattern, and each pairwise meet.
     let mut patterns: Vec<PathPattern> = Vec::new();
+    // `/a/{id}` and `/a/*` are the same pattern: compare segments, not text.
+    let known =
+        |ps: &[PathPattern], p: &PathPattern| ps.iter().any(|q| q.segments() == p.segments());
     for r in &all {
         for p in &r.paths {
-            if !patterns.contains(p) {
+            if !known(&patterns, p) {
                 patterns.push(p.clone());
             }
         }
@@ -274,7 +277,7 @@ fn probe_edge(probe: &Probe, target: &str, t_old: &[&Rule], t_new: &[&Rule], out
         for j in i + 1..base {
             if let (Some(a), Some(b)) = (patterns.get(i), patterns.get(j))
                 && let Some(m) = a.meet(b)
-                && !patterns.contains(&m)
+                && !known(&patterns, &m)
             {
                 patterns.push(m);
             }

@@ -139,7 +139,7 @@ pub(crate) fn run(loc: &Locator<'_>, pbcs: &[Pbc], rules: &[Rule], diags: &mut D
                     }
                     if other.effect == Effect::Deny
                         && rule.effect == Effect::Allow
-                        && cancelled_by.is_none()
+                        && cancelled_by.is_none_or(|c| other.line < c.line)
                     {
                         cancelled_by = Some(other);
                     }

@@ -332,11 +332,18 @@ fn print_check(file: &str, diags: &Diagnostics, rules: Option<&Rules>) {
 
 fn print_explain(rules: &Rules, req: &Request<'_>, ex: &authz_rules::Explanation<'_>, all: bool) {
     println!("request:  {} {} -> {}", req.method, req.path, req.target);
-    match (&ex.principal, ex.caller_pbc) {
-        (Some(arn), Some((pbc, Some(pat)))) => {
-            println!("caller:   {arn} is PBC `{pbc}` (principal pattern `{pat}`)")
+    let who = match (req.caller, &ex.principal) {
+        (Caller::Principal(given), Some(role)) if given != role => {
+            format!("{given}\n          (a session, matched as its role {role})\n         ")
         }
-        (Some(arn), _) => println!("caller:   {arn} belongs to no PBC"),
+        (_, Some(role)) => role.clone(),
+        (_, None) => String::new(),
+    };
+    match (&ex.principal, ex.caller_pbc) {
+        (Some(_), Some((pbc, Some(pat)))) => {
+            println!("caller:   {who} is PBC `{pbc}` (principal pattern `{pat}`)")
+        }
+        (Some(_), _) => println!("caller:   {who} belongs to no PBC"),
         (None, Some((pbc, _))) => println!(
             "caller:   PBC `{pbc}` (no principal ARN: rules naming role-ARN patterns are not applied)"
         ),
