@@ -1,0 +1,223 @@
+//! Stage: authorize. Route the request to a target PBC (by `Host`, or by path
+//! prefix), then ask the allow matrix. The outcome is a [`Permit`], the only thing
+//! the forwarder accepts.
+
+use crate::config::TargetConfig;
+use crate::context::RequestContext;
+use crate::error::GatewayError;
+use crate::identity::Principal;
+use authz_rules::{Caller, Effect, Reason, Request as AuthzRequest, Rules};
+use http::request::Parts;
+use std::collections::HashMap;
+
+/// Where requests go, built once from the targets in the config.
+#[derive(Debug, Default)]
+pub struct Routes {
+    by_host: HashMap<String, Vec<usize>>,
+    targets: Vec<RouteTarget>,
+}
+
+#[derive(Debug)]
+struct RouteTarget {
+    name: String,
+    host: Option<String>,
+    prefix: Option<String>,
+}
+
+/// A request's route: its target and the path the upstream (and the matrix) sees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Route {
+    /// The target PBC.
+    pub target: String,
+    /// The path and query to request upstream, the route's prefix removed.
+    pub path_and_query: String,
+}
+
+/// Permission to forward one request: who, where, and the rule that allowed it.
+#[derive(Clone, Debug)]
+pub struct Permit {
+    /// The verified caller.
+    pub principal: Principal,
+    /// The caller's PBC, if the principal belongs to one.
+    pub caller_pbc: Option<String>,
+    /// The route.
+    pub route: Route,
+    /// The allow rule.
+    pub rule_id: String,
+}
+
+impl Routes {
+    /// Routes for these targets (validated by the config loader).
+    pub fn new(targets: &[TargetConfig]) -> Self {
+        let mut routes = Routes::default();
+        for (i, t) in targets.iter().enumerate() {
+            let host = t.host.as_ref().map(|h| h.to_ascii_lowercase());
+            if let Some(h) = &host {
+                routes.by_host.entry(h.clone()).or_default().push(i);
+            }
+            routes.targets.push(RouteTarget {
+                name: t.name.clone(),
+                host,
+                prefix: t.path_prefix.clone(),
+            });
+        }
+        routes
+    }
+
+    /// The route of a request: a target whose host matches (port ignored) and whose
+    /// prefix, if it has one, matches; else the target with the longest matching path
+    /// prefix. A prefix matches whole segments: `/order` matches `/order` and
+    /// `/order/...`, never `/orders`.
+    pub fn route(&self, host: Option<&str>, path: &str, query: Option<&str>) -> Option<Route> {
+        let host = host.map(|h| strip_port(h).to_ascii_lowercase());
+        let by_host = host
+            .as_deref()
+            .and_then(|h| self.by_host.get(h))
+            .into_iter()
+            .flatten()
+            .filter_map(|&i| self.targets.get(i))
+            .filter_map(|t| match &t.prefix {
+                None => Some((t, 0)),
+                Some(p) => strip_prefix(path, p).map(|_| (t, p.len())),
+            })
+            .max_by_key(|(_, len)| *len);
+        let chosen = by_host.map(|(t, _)| t).or_else(|| {
+            self.targets
+                .iter()
+                .filter(|t| t.host.is_none())
+                .filter_map(|t| t.prefix.as_deref().and_then(|p| strip_prefix(path, p)).map(|_| t))
+                .max_by_key(|t| t.prefix.as_ref().map_or(0, String::len))
+        })?;
+        let rest = match &chosen.prefix {
+            Some(p) => strip_prefix(path, p)?,
+            None => path,
+        };
+        let rest = if rest.is_empty() { "/" } else { rest };
+        let path_and_query = match query {
+            Some(q) => format!("{rest}?{q}"),
+            None => rest.to_string(),
+        };
+        Some(Route {
+            target: chosen.name.clone(),
+            path_and_query,
+        })
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // [v6]:port
+        return host.split_once(']').map_or(host, |(h, _)| h.trim_start_matches('['));
+    }
+    host.rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(h, _)| h)
+}
+
+fn strip_prefix<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
+    let rest = path.strip_prefix(prefix)?;
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+}
+
+/// Routes the request and asks the matrix. The path the matrix sees is the one the
+/// upstream will be asked for (the route's prefix removed).
+pub fn authorize(
+    rules: &Rules,
+    routes: &Routes,
+    principal: Principal,
+    parts: &Parts,
+    ctx: &RequestContext,
+) -> Result<Permit, GatewayError> {
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| parts.uri.authority().map(|a| a.as_str()));
+    let route = routes
+        .route(host, parts.uri.path(), parts.uri.query())
+        .ok_or_else(|| {
+            GatewayError::no_route(format!(
+                "No target serves {} {}: route by one of the configured hosts or path prefixes.",
+                parts.method,
+                parts.uri.path()
+            ))
+        })?;
+    let path = route
+        .path_and_query
+        .split_once('?')
+        .map_or(route.path_and_query.as_str(), |(p, _)| p);
+    let tags: Vec<(&str, &str)> = principal
+        .tags
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let decision = rules.decide(&AuthzRequest {
+        caller: Caller::Principal(&principal.role_arn),
+        target: &route.target,
+        method: parts.method.as_str(),
+        path,
+        source_ip: Some(ctx.conn.peer.ip()),
+        tags: &tags,
+        now: ctx.now,
+    });
+    let caller = match decision.caller_pbc {
+        Some(pbc) => format!("{} (PBC {pbc})", principal.arn),
+        None => format!("{} (in no PBC)", principal.arn),
+    };
+    if decision.effect == Effect::Deny {
+        let why = match (decision.reason, decision.rule_id()) {
+            (Reason::ExplicitDeny, Some(rule)) => format!("because rule `{rule}` denies it"),
+            (Reason::BadPath(e), _) => format!("because {e}"),
+            _ => "because no rule allows it".to_string(),
+        };
+        return Err(GatewayError::access_denied(format!(
+            "User: {caller} is not authorized to perform: {} {path} on resource: {} {why}.",
+            parts.method, route.target
+        )));
+    }
+    Ok(Permit {
+        caller_pbc: decision.caller_pbc.map(str::to_string),
+        rule_id: decision.rule_id().unwrap_or_default().to_string(),
+        principal,
+        route,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn target(name: &str, host: Option<&str>, prefix: Option<&str>) -> TargetConfig {
+        TargetConfig {
+            name: name.into(),
+            upstream: "https://127.0.0.1:1".into(),
+            host: host.map(Into::into),
+            path_prefix: prefix.map(Into::into),
+            ca_bundle: None,
+            client_cert: None,
+            client_key: None,
+            connect_timeout_ms: 1,
+            response_timeout_ms: 1,
+        }
+    }
+
+    #[test]
+    fn routes_by_prefix_and_host() {
+        let routes = Routes::new(&[
+            target("order", None, Some("/order")),
+            target("orders-v2", None, Some("/order/v2")),
+            target("payment", Some("payment.mesh"), None),
+            target("catalogue", Some("mesh"), Some("/catalogue")),
+        ]);
+        let r = |host, path, q| routes.route(host, path, q).map(|r| (r.target, r.path_and_query));
+        assert_eq!(r(None, "/order/orders/42", Some("a=1")), Some(("order".into(), "/orders/42?a=1".into())));
+        assert_eq!(r(None, "/order", None), Some(("order".into(), "/".into())));
+        assert_eq!(r(None, "/orders/42", None), None);
+        assert_eq!(r(None, "/order/v2/x", None), Some(("orders-v2".into(), "/x".into())));
+        assert_eq!(r(Some("Payment.Mesh:8443"), "/payments", None), Some(("payment".into(), "/payments".into())));
+        assert_eq!(r(Some("mesh"), "/catalogue/products", None), Some(("catalogue".into(), "/products".into())));
+        assert_eq!(r(Some("mesh"), "/order/orders", None), Some(("order".into(), "/orders".into())));
+        assert_eq!(r(Some("[::1]:8443"), "/order/x", None), Some(("order".into(), "/x".into())));
+    }
+}

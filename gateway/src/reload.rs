@@ -1,0 +1,221 @@
+//! Hot reload of the rules and credentials files: on SIGHUP and when a file changes
+//! (polled, so it also works with Kubernetes ConfigMap symlink swaps). A new version
+//! replaces the running one atomically, and only if it loads without errors; an
+//! invalid file is logged with its errors and the running version keeps serving.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+/// What a file looked like when last loaded: enough to notice a change cheaply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    hash: u64,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let meta = std::fs::metadata(path).ok()?;
+    let bytes = std::fs::read(path).ok()?;
+    // FNV-1a: enough to tell versions apart; not a security boundary.
+    let hash = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    Some(Stamp {
+        modified: meta.modified().ok(),
+        len: meta.len(),
+        hash,
+    })
+}
+
+type Loader<T> = Box<dyn Fn(&Path) -> Result<T, String> + Send + Sync>;
+
+/// A value loaded from a file, replaced atomically when the file changes.
+pub struct Reloadable<T> {
+    what: &'static str,
+    path: PathBuf,
+    load: Loader<T>,
+    current: RwLock<Arc<T>>,
+    stamp: Mutex<Option<Stamp>>,
+    reloads: std::sync::atomic::AtomicU64,
+}
+
+/// The outcome of a reload check.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The file is unchanged.
+    Unchanged,
+    /// A new version is live.
+    Reloaded,
+    /// The new version was refused; the old one keeps serving. The errors, for logs.
+    Refused(String),
+}
+
+impl<T> Reloadable<T> {
+    /// Loads `path` with `load`; fails if the first load fails.
+    pub fn new(
+        what: &'static str,
+        path: PathBuf,
+        load: impl Fn(&Path) -> Result<T, String> + Send + Sync + 'static,
+    ) -> Result<Self, String> {
+        let before = stamp(&path);
+        let value = load(&path)?;
+        Ok(Self {
+            what,
+            path,
+            load: Box::new(load),
+            current: RwLock::new(Arc::new(value)),
+            stamp: Mutex::new(before),
+            reloads: 0.into(),
+        })
+    }
+
+    /// The live version.
+    pub fn get(&self) -> Arc<T> {
+        match self.current.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// What this is (`rules`, `credentials`), for logs.
+    pub fn what(&self) -> &'static str {
+        self.what
+    }
+
+    /// The file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// How many times a new version went live.
+    pub fn reloads(&self) -> u64 {
+        self.reloads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Reloads if the file changed (or always, with `force`).
+    pub fn check(&self, force: bool) -> Outcome {
+        let now = stamp(&self.path);
+        let Ok(mut last) = self.stamp.lock() else {
+            return Outcome::Refused("internal lock poisoned".into());
+        };
+        if !force && now == *last {
+            return Outcome::Unchanged;
+        }
+        // Remember this version even if it is refused, so a bad file is reported
+        // once, not on every poll; fixing it changes the stamp again.
+        *last = now;
+        match (self.load)(&self.path) {
+            Ok(value) => {
+                match self.current.write() {
+                    Ok(mut g) => *g = Arc::new(value),
+                    Err(poisoned) => *poisoned.into_inner() = Arc::new(value),
+                }
+                self.reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Outcome::Reloaded
+            }
+            Err(e) => Outcome::Refused(e),
+        }
+    }
+}
+
+/// Something the watcher can reload.
+pub trait Reload: Send + Sync {
+    /// Reloads if changed (or always, with `force`) and logs the outcome.
+    fn check_and_log(&self, force: bool) -> Outcome;
+}
+
+impl<T: Send + Sync> Reload for Reloadable<T> {
+    fn check_and_log(&self, force: bool) -> Outcome {
+        let outcome = self.check(force);
+        match &outcome {
+            Outcome::Unchanged => {}
+            Outcome::Reloaded => tracing::info!(
+                what = self.what,
+                file = %self.path.display(),
+                "reloaded"
+            ),
+            Outcome::Refused(errors) => tracing::error!(
+                what = self.what,
+                file = %self.path.display(),
+                errors = %errors,
+                "refused the new version; the running version keeps serving"
+            ),
+        }
+        outcome
+    }
+}
+
+/// Polls every `interval` and reloads on SIGHUP, until `shutdown` resolves.
+pub async fn watch(
+    items: Vec<Arc<dyn Reload>>,
+    interval: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    tokio::pin!(shutdown);
+    loop {
+        #[cfg(unix)]
+        let hup_recv = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup_recv = std::future::pending::<Option<()>>();
+        let force = tokio::select! {
+            _ = &mut shutdown => return,
+            _ = tick.tick() => false,
+            _ = hup_recv => {
+                tracing::info!("SIGHUP: reloading rules and credentials");
+                true
+            }
+        };
+        for item in &items {
+            item.check_and_log(force);
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bad_version_never_replaces_a_good_one() {
+        let dir = std::env::temp_dir().join(format!("reload-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("n.txt");
+        std::fs::write(&path, "1").unwrap();
+        let r = Reloadable::new("number", path.clone(), |p| {
+            std::fs::read_to_string(p)
+                .map_err(|e| e.to_string())?
+                .trim()
+                .parse::<u32>()
+                .map_err(|e| format!("{}: {e}", p.display()))
+        })
+        .unwrap();
+        assert_eq!(*r.get(), 1);
+        assert_eq!(r.check(false), Outcome::Unchanged);
+        std::fs::write(&path, "22").unwrap();
+        assert_eq!(r.check(false), Outcome::Reloaded);
+        assert_eq!(*r.get(), 22);
+        std::fs::write(&path, "not a number").unwrap();
+        assert!(matches!(r.check(false), Outcome::Refused(_)));
+        assert_eq!(*r.get(), 22);
+        // Reported once, not on every poll.
+        assert_eq!(r.check(false), Outcome::Unchanged);
+        assert!(matches!(r.check(true), Outcome::Refused(_)));
+        std::fs::write(&path, "333").unwrap();
+        assert_eq!(r.check(false), Outcome::Reloaded);
+        assert_eq!(*r.get(), 333);
+        assert_eq!(r.reloads(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

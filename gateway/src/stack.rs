@@ -1,0 +1,305 @@
+//! The one place the stages are put in order:
+//!
+//! listener (TCP, TLS) -> **verify** (SigV4; identity look-up between parse and
+//! signature check) -> **authorize** (route, allow matrix) -> **forward** (rewrite,
+//! identity assertion, upstream) -> response.
+//!
+//! Each stage hands the next a typed proof: [`crate::verify::Authenticated`] ->
+//! [`crate::authorize::Permit`]; the forwarder is only reached with a `Permit`.
+
+use crate::assertion::AssertionSigner;
+use crate::authorize::{Permit, Routes, authorize};
+use crate::body::{self, GatewayBody};
+use crate::config::{Config, ConfigErrors};
+use crate::context::{ConnInfo, RequestContext};
+use crate::error::GatewayError;
+use crate::forward::{Forwarder, Rewrite, rewrite_request};
+use crate::identity::static_keys::StaticKeys;
+use crate::listener::Handler;
+use crate::reload::{Reload, Reloadable};
+use crate::sigv4::Policy;
+use crate::verify::VerifyStage;
+use authz_rules::Rules;
+use http::request::Parts;
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use tracing::Instrument;
+
+/// The path the assertion's public keys are published at.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+/// Everything a request needs, shared by all connections.
+pub struct Gateway {
+    verify: VerifyStage,
+    credentials: Arc<Reloadable<StaticKeys>>,
+    rules: Arc<Reloadable<Rules>>,
+    routes: Routes,
+    upstreams: HashMap<String, http::Uri>,
+    forwarder: Forwarder,
+    signer: AssertionSigner,
+    assertion_header: HeaderName,
+}
+
+/// Loads the rules file, refusing one with errors (the message lists them all).
+pub fn load_rules(path: &std::path::Path) -> Result<Rules, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: cannot read the rules file: {e}", path.display()))?;
+    let rules = Rules::parse(&text, &path.display().to_string()).map_err(|d| d.to_string())?;
+    for w in rules.warnings().warnings() {
+        tracing::warn!(file = %path.display(), line = w.line, code = w.code, "{}", w.message);
+    }
+    Ok(rules)
+}
+
+/// Loads the credentials file.
+pub fn load_credentials(path: &std::path::Path) -> Result<StaticKeys, String> {
+    StaticKeys::load(path).map_err(|e: ConfigErrors| e.to_string())
+}
+
+impl Gateway {
+    /// Builds the gateway from a validated config: loads rules and credentials, the
+    /// assertion key and the upstream clients. Every rules target must be routable.
+    pub fn from_config(config: &Config) -> Result<Gateway, String> {
+        let mut policy = Policy::new(config.sigv4.regions.clone(), config.sigv4.services.clone());
+        policy.max_skew_secs = config.sigv4.max_skew_secs;
+        policy.required_signed_headers = config.sigv4.required_signed_headers.clone();
+        let credentials = Arc::new(Reloadable::new(
+            "credentials",
+            config.identity.credentials_file.clone(),
+            load_credentials,
+        )?);
+        let rules = Arc::new(Reloadable::new("rules", config.rules.file.clone(), load_rules)?);
+        for t in &config.targets {
+            if rules.get().pbc(&t.name).is_none() {
+                tracing::warn!(
+                    target = %t.name,
+                    rules = %config.rules.file.display(),
+                    "target is not a PBC of the rules file: only `*` rules apply to it"
+                );
+            }
+        }
+        let signer = match &config.assertion.key_file {
+            Some(path) => AssertionSigner::from_pem_file(
+                path,
+                &config.assertion.issuer,
+                config.assertion.ttl_secs,
+            )?,
+            None => AssertionSigner::generate(&config.assertion.issuer, config.assertion.ttl_secs)?,
+        };
+        let upstreams = config
+            .targets
+            .iter()
+            .map(|t| {
+                t.upstream
+                    .parse::<http::Uri>()
+                    .map(|u| (t.name.clone(), u))
+                    .map_err(|e| format!("target {}: upstream {}: {e}", t.name, t.upstream))
+            })
+            .collect::<Result<HashMap<_, _>, _>>()?;
+        Ok(Gateway {
+            verify: VerifyStage::new(policy, config.limits.max_body_bytes),
+            credentials,
+            rules,
+            routes: Routes::new(&config.targets),
+            upstreams,
+            forwarder: Forwarder::new(&config.targets)?,
+            signer,
+            assertion_header: HeaderName::from_bytes(config.assertion.header.as_bytes())
+                .map_err(|e| format!("assertion.header: {e}"))?,
+        })
+    }
+
+    /// The reloadable files, for the watcher.
+    pub fn reloadables(&self) -> Vec<Arc<dyn Reload>> {
+        vec![
+            Arc::clone(&self.rules) as Arc<dyn Reload>,
+            Arc::clone(&self.credentials) as Arc<dyn Reload>,
+        ]
+    }
+
+    /// The live rules.
+    pub fn rules(&self) -> Arc<Rules> {
+        self.rules.get()
+    }
+
+    /// The assertion signer's public keys (what `/.well-known/jwks.json` serves).
+    pub fn jwks(&self) -> serde_json::Value {
+        self.signer.jwks()
+    }
+
+    /// Handles one request: every outcome is a response, never a hang or a panic.
+    pub async fn handle(&self, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<GatewayBody> {
+        let (parts, body) = req.into_parts();
+        // A concrete closure: a generic `Into::into` here trips the Send check of the
+        // handler's future (a higher-ranked lifetime rustc cannot prove).
+        let body = body
+            .map_err(|e| -> body::BoxError { Box::new(e) })
+            .boxed_unsync();
+        self.handle_parts(parts, body, conn).await
+    }
+
+    /// [`Gateway::handle`] for any body (tests drive it without a socket).
+    pub async fn handle_parts(
+        &self,
+        parts: Parts,
+        body: GatewayBody,
+        conn: Arc<ConnInfo>,
+    ) -> Response<GatewayBody> {
+        let ctx = RequestContext {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            conn,
+            received: Instant::now(),
+            now: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
+        };
+        let span = tracing::info_span!(
+            "request",
+            request_id = %ctx.request_id,
+            method = %parts.method,
+            peer = %ctx.conn.peer,
+        );
+        let result = self.pipeline(parts, body, &ctx).instrument(span.clone()).await;
+        let _enter = span.enter();
+        let mut resp = match result {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::info!(
+                    status = e.status().as_u16(),
+                    code = e.code(),
+                    elapsed_us = ctx.received.elapsed().as_micros() as u64,
+                    "rejected"
+                );
+                e.into_response(&ctx.request_id)
+            }
+        };
+        if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
+            resp.headers_mut().insert("x-amzn-requestid", v);
+        }
+        resp
+    }
+
+    async fn pipeline(
+        &self,
+        mut parts: Parts,
+        body: GatewayBody,
+        ctx: &RequestContext,
+    ) -> Result<Response<GatewayBody>, GatewayError> {
+        if parts.uri.path() == JWKS_PATH && parts.uri.query().is_none() {
+            return self.serve_jwks(&parts.method);
+        }
+        // verify (the identity look-up happens between its two halves)
+        let credentials = self.credentials.get();
+        let authenticated = self
+            .verify
+            .run(&mut parts, body, credentials.as_ref(), ctx.now)
+            .await?;
+        let stream_failure = authenticated.stream_failure.clone();
+        // authorize
+        let rules = self.rules.get();
+        let permit = authorize(&rules, &self.routes, authenticated.principal, &parts, ctx)?;
+        tracing::info!(
+            principal = %permit.principal.arn,
+            caller_pbc = permit.caller_pbc.as_deref().unwrap_or("-"),
+            target = %permit.route.target,
+            rule = %permit.rule_id,
+            "allowed"
+        );
+        // forward
+        let result = self.forward(permit, parts, authenticated.body, ctx).await;
+        // A chunk that failed verification aborted the upstream request; its
+        // rejection is the answer, whatever the upstream managed to say.
+        if let Some(rejection) = stream_failure.take() {
+            return Err(rejection);
+        }
+        result
+    }
+
+    async fn forward(
+        &self,
+        permit: Permit,
+        mut parts: Parts,
+        body: GatewayBody,
+        ctx: &RequestContext,
+    ) -> Result<Response<GatewayBody>, GatewayError> {
+        let upstream = self.upstreams.get(&permit.route.target).ok_or_else(|| {
+            GatewayError::no_route(format!(
+                "Target {} has no upstream configured.",
+                permit.route.target
+            ))
+        })?;
+        let assertion = self
+            .signer
+            .sign(
+                &permit.principal,
+                permit.caller_pbc.as_deref(),
+                &permit.route.target,
+                &ctx.request_id,
+                ctx.now,
+            )
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot sign the identity assertion");
+                GatewayError::internal("The gateway could not sign the identity assertion.")
+            })?;
+        let host = parts
+            .headers
+            .get(http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        rewrite_request(
+            &mut parts,
+            upstream,
+            &Rewrite {
+                upstream_path_and_query: &permit.route.path_and_query,
+                assertion_header: &self.assertion_header,
+                assertion: &assertion,
+                request_id: &ctx.request_id,
+                client_ip: ctx.conn.peer.ip(),
+                tls: ctx.conn.tls,
+                host: host.as_deref(),
+            },
+        );
+        self.forwarder
+            .send(&permit.route.target, Request::from_parts(parts, body))
+            .await
+    }
+
+    fn serve_jwks(&self, method: &Method) -> Result<Response<GatewayBody>, GatewayError> {
+        if method != Method::GET && method != Method::HEAD {
+            return Err(GatewayError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                format!("{JWKS_PATH} only answers GET."),
+            ));
+        }
+        let mut resp = Response::new(body::full(self.signer.jwks().to_string()));
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp.headers_mut().insert(
+            http::header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=300"),
+        );
+        Ok(resp)
+    }
+}
+
+/// The listener's handler: the shared gateway.
+#[derive(Clone)]
+pub struct GatewayHandler(pub Arc<Gateway>);
+
+impl Handler for GatewayHandler {
+    fn call(
+        &self,
+        req: Request<Incoming>,
+        conn: Arc<ConnInfo>,
+    ) -> impl std::future::Future<Output = Response<GatewayBody>> + Send {
+        let gateway = Arc::clone(&self.0);
+        async move { gateway.handle(req, conn).await }
+    }
+}
