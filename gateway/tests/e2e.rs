@@ -32,8 +32,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-const REGION: &str = "eu-west-1";
-const SERVICE: &str = "execute-api";
 const CHECKOUT: (&str, &str) = ("AKIADEMOCHECKOUT0001", "demo+checkout+secret+key+not+for+production");
 const CATALOGUE: (&str, &str) = ("AKIADEMOCATALOGUE001", "demo+catalogue+secret+key+not+for+production");
 const CHECKOUT_ROLE: &str = "arn:aws:iam::111122223333:role/CheckoutPBCRole";
@@ -302,42 +300,8 @@ ca_bundle = "ca.pem"
 
 use rustls_pki_types::pem::PemObject;
 
-/// A request signed by the `aws-sigv4` crate, the way the AWS SDKs sign.
-fn signed(
-    key: (&str, &str),
-    method: &str,
-    url: &str,
-    body: &[u8],
-    time: SystemTime,
-    region: &str,
-) -> Request<Full<Bytes>> {
-    let mut settings = SigningSettings::default();
-    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-    let identity = Credentials::new(key.0, key.1, None, None, "e2e").into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name(SERVICE)
-        .time(time)
-        .settings(settings)
-        .build()
-        .unwrap()
-        .into();
-    let uri: http::Uri = url.parse().unwrap();
-    let host = uri.authority().unwrap().to_string();
-    let headers = [("host", host.as_str()), ("content-type", "application/json")];
-    let signable =
-        SignableRequest::new(method, url, headers.iter().copied(), SignableBody::Bytes(body))
-            .unwrap();
-    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
-    let mut req = Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        req = req.header(k, v);
-    }
-    let mut req = req.body(Full::new(Bytes::copy_from_slice(body))).unwrap();
-    instructions.apply_to_request_http1x(&mut req);
-    req
-}
+mod common;
+use common::{REGION, SERVICE, signed};
 
 fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
