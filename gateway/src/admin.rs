@@ -85,9 +85,15 @@ async fn readyz(
     if readiness.is_ready() {
         status(StatusCode::OK, json!({"status": "ready"}))
     } else if readiness.is_draining() {
-        status(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "draining"}))
+        status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "draining"}),
+        )
     } else {
-        status(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "not ready"}))
+        status(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"status": "not ready"}),
+        )
     }
 }
 

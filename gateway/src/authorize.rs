@@ -85,7 +85,12 @@ impl Routes {
             self.targets
                 .iter()
                 .filter(|t| t.host.is_none())
-                .filter_map(|t| t.prefix.as_deref().and_then(|p| strip_prefix(path, p)).map(|_| t))
+                .filter_map(|t| {
+                    t.prefix
+                        .as_deref()
+                        .and_then(|p| strip_prefix(path, p))
+                        .map(|_| t)
+                })
                 .max_by_key(|t| t.prefix.as_ref().map_or(0, String::len))
         })?;
         let rest = match &chosen.prefix {
@@ -107,7 +112,9 @@ impl Routes {
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         // [v6]:port
-        return host.split_once(']').map_or(host, |(h, _)| h.trim_start_matches('['));
+        return host
+            .split_once(']')
+            .map_or(host, |(h, _)| h.trim_start_matches('['));
     }
     host.rsplit_once(':')
         .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
@@ -210,14 +217,36 @@ mod tests {
             target("payment", Some("payment.mesh"), None),
             target("catalogue", Some("mesh"), Some("/catalogue")),
         ]);
-        let r = |host, path, q| routes.route(host, path, q).map(|r| (r.target, r.path_and_query));
-        assert_eq!(r(None, "/order/orders/42", Some("a=1")), Some(("order".into(), "/orders/42?a=1".into())));
+        let r = |host, path, q| {
+            routes
+                .route(host, path, q)
+                .map(|r| (r.target, r.path_and_query))
+        };
+        assert_eq!(
+            r(None, "/order/orders/42", Some("a=1")),
+            Some(("order".into(), "/orders/42?a=1".into()))
+        );
         assert_eq!(r(None, "/order", None), Some(("order".into(), "/".into())));
         assert_eq!(r(None, "/orders/42", None), None);
-        assert_eq!(r(None, "/order/v2/x", None), Some(("orders-v2".into(), "/x".into())));
-        assert_eq!(r(Some("Payment.Mesh:8443"), "/payments", None), Some(("payment".into(), "/payments".into())));
-        assert_eq!(r(Some("mesh"), "/catalogue/products", None), Some(("catalogue".into(), "/products".into())));
-        assert_eq!(r(Some("mesh"), "/order/orders", None), Some(("order".into(), "/orders".into())));
-        assert_eq!(r(Some("[::1]:8443"), "/order/x", None), Some(("order".into(), "/x".into())));
+        assert_eq!(
+            r(None, "/order/v2/x", None),
+            Some(("orders-v2".into(), "/x".into()))
+        );
+        assert_eq!(
+            r(Some("Payment.Mesh:8443"), "/payments", None),
+            Some(("payment".into(), "/payments".into()))
+        );
+        assert_eq!(
+            r(Some("mesh"), "/catalogue/products", None),
+            Some(("catalogue".into(), "/products".into()))
+        );
+        assert_eq!(
+            r(Some("mesh"), "/order/orders", None),
+            Some(("order".into(), "/orders".into()))
+        );
+        assert_eq!(
+            r(Some("[::1]:8443"), "/order/x", None),
+            Some(("order".into(), "/x".into()))
+        );
     }
 }

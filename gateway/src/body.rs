@@ -12,7 +12,9 @@ pub type GatewayBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// A body holding `data` whole.
 pub fn full(data: impl Into<Bytes>) -> GatewayBody {
-    Full::new(data.into()).map_err(|never| match never {}).boxed_unsync()
+    Full::new(data.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// An empty body.

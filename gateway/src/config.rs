@@ -405,7 +405,10 @@ impl Config {
             );
         }
         if config.limits.max_body_bytes == 0 {
-            err(find("max_body_bytes"), "max_body_bytes must be above 0".into());
+            err(
+                find("max_body_bytes"),
+                "max_body_bytes must be above 0".into(),
+            );
         }
         if config.sigv4.regions.is_empty() || config.sigv4.services.is_empty() {
             err(
@@ -414,10 +417,16 @@ impl Config {
             );
         }
         if !(1..=3600).contains(&config.sigv4.max_skew_secs) {
-            err(find("max_skew_secs"), "max_skew_secs must be 1 to 3600".into());
+            err(
+                find("max_skew_secs"),
+                "max_skew_secs must be 1 to 3600".into(),
+            );
         }
         if !(1..=3600).contains(&config.assertion.ttl_secs) {
-            err(find("ttl_secs"), "assertion ttl_secs must be 1 to 3600".into());
+            err(
+                find("ttl_secs"),
+                "assertion ttl_secs must be 1 to 3600".into(),
+            );
         }
         if http::HeaderName::from_bytes(config.assertion.header.as_bytes()).is_err() {
             err(
@@ -428,8 +437,16 @@ impl Config {
         for (path, what) in config.files() {
             if !path.is_file() {
                 err(
-                    find(&path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default()),
-                    format!("{what} `{}` does not exist or is not a file", path.display()),
+                    find(
+                        &path
+                            .file_name()
+                            .map(|f| f.to_string_lossy().into_owned())
+                            .unwrap_or_default(),
+                    ),
+                    format!(
+                        "{what} `{}` does not exist or is not a file",
+                        path.display()
+                    ),
                 );
             }
         }
@@ -464,19 +481,35 @@ impl Config {
                 );
             }
             if t.client_cert.is_some() != t.client_key.is_some() {
-                err(line, format!("target `{}`: set both client_cert and client_key, or neither", t.name));
+                err(
+                    line,
+                    format!(
+                        "target `{}`: set both client_cert and client_key, or neither",
+                        t.name
+                    ),
+                );
             }
             if t.host.is_none() && t.path_prefix.is_none() {
                 err(
                     line,
-                    format!("target `{}` has neither host nor path_prefix, so no request reaches it", t.name),
+                    format!(
+                        "target `{}` has neither host nor path_prefix, so no request reaches it",
+                        t.name
+                    ),
                 );
             }
             if let Some(p) = &t.path_prefix {
-                if !p.starts_with('/') || p.len() < 2 || p.ends_with('/') || p.contains(['?', '#', '*']) {
+                if !p.starts_with('/')
+                    || p.len() < 2
+                    || p.ends_with('/')
+                    || p.contains(['?', '#', '*'])
+                {
                     err(
                         line,
-                        format!("target `{}`: path_prefix `{p}` must look like `/order` (a leading `/`, no trailing `/`)", t.name),
+                        format!(
+                            "target `{}`: path_prefix `{p}` must look like `/order` (a leading `/`, no trailing `/`)",
+                            t.name
+                        ),
                     );
                 } else if !prefixes.insert(p.clone()) {
                     err(line, format!("path_prefix `{p}` is used by two targets"));
@@ -533,7 +566,10 @@ impl Config {
                 out.push((ca.clone(), "listen.tls.client_ca"));
             }
         }
-        out.push((self.identity.credentials_file.clone(), "identity.credentials_file"));
+        out.push((
+            self.identity.credentials_file.clone(),
+            "identity.credentials_file",
+        ));
         out.push((self.rules.file.clone(), "rules.file"));
         if let Some(k) = &self.assertion.key_file {
             out.push((k.clone(), "assertion.key_file"));
@@ -590,13 +626,19 @@ file = "present.toml"
     fn unknown_keys_are_refused_with_their_line() {
         let e = errors(&BASE.replace("plain_http = true", "plain_http = true\nplian = 1"));
         assert_eq!(e.len(), 1);
-        assert!(e[0].starts_with("gw.toml:5: unknown field `plian`"), "{e:?}");
+        assert!(
+            e[0].starts_with("gw.toml:5: unknown field `plian`"),
+            "{e:?}"
+        );
     }
 
     #[test]
     fn tls_must_be_explicitly_off() {
         let e = errors(&BASE.replace("plain_http = true", ""));
-        assert!(e[0].starts_with("gw.toml:2: [listen] has no [listen.tls]"), "{e:?}");
+        assert!(
+            e[0].starts_with("gw.toml:2: [listen] has no [listen.tls]"),
+            "{e:?}"
+        );
     }
 
     #[test]
@@ -606,16 +648,31 @@ file = "present.toml"
         );
         let e = errors(&text);
         assert!(e.iter().any(|m| m.contains("needs ca_bundle")), "{e:?}");
-        assert!(e.iter().any(|m| m.contains("path_prefix `/order/` must look like")), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|m| m.contains("path_prefix `/order/` must look like")),
+            "{e:?}"
+        );
         assert!(e.iter().any(|m| m.contains("declared twice")), "{e:?}");
-        assert!(e.iter().any(|m| m.contains("`ftp://x` is not an http(s) URL")), "{e:?}");
-        assert!(e.iter().any(|m| m.contains("neither host nor path_prefix")), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|m| m.contains("`ftp://x` is not an http(s) URL")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter().any(|m| m.contains("neither host nor path_prefix")),
+            "{e:?}"
+        );
         assert!(e.iter().all(|m| m.starts_with("gw.toml:1")), "{e:?}");
     }
 
     #[test]
     fn missing_files_are_named() {
         let e = errors(&BASE.replace("file = \"present.toml\"", "file = \"no-such-rules.toml\""));
-        assert!(e.iter().any(|m| m.contains("rules.file") && m.contains("no-such-rules.toml")), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|m| m.contains("rules.file") && m.contains("no-such-rules.toml")),
+            "{e:?}"
+        );
     }
 }

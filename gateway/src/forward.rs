@@ -452,8 +452,12 @@ impl Forwarder {
     ///
     /// Fails with 502 when the upstream cannot be reached or talked to (refused,
     /// TLS failure, connection reset) and 504 when connecting or the response head
-    /// takes too long. A request whose URI does not point at this target's upstream is
-    /// refused with 500 without any network traffic.
+    /// takes too long: `connect_timeout_ms` bounds the TCP connect, `response_timeout_ms`
+    /// everything from the call to the response head (connect and TLS handshake
+    /// included), so a silent upstream can never hold a request longer than that. The
+    /// body that follows is bounded by the caller's request timeout. A request whose URI
+    /// does not point at this target's upstream is refused with 500 without any network
+    /// traffic.
     pub async fn send(
         &self,
         name: &str,
@@ -604,10 +608,14 @@ impl Upstream {
             c.downcast_ref::<std::io::Error>()
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
         }) {
-            return GatewayError::gateway_timeout(format!(
-                "{at}: connect timed out after {} ms",
-                self.connect_timeout.as_millis()
-            ));
+            return GatewayError::gateway_timeout(if e.is_connect() {
+                format!(
+                    "{at}: connect timed out after {} ms",
+                    self.connect_timeout.as_millis()
+                )
+            } else {
+                format!("{at}: the connection timed out")
+            });
         }
         if let Some(tls) = chain.iter().find_map(|c| c.downcast_ref::<rustls::Error>()) {
             return GatewayError::bad_gateway(format!(

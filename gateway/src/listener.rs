@@ -126,7 +126,13 @@ fn read_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, S
         .map_err(|e| format!("{}: cannot read the {what}: {e}", path.display()))?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{}: bad PEM in the {what}: {}", path.display(), pem_problem(&e)))?;
+        .map_err(|e| {
+            format!(
+                "{}: bad PEM in the {what}: {}",
+                path.display(),
+                pem_problem(&e)
+            )
+        })?;
     if certs.is_empty() {
         return Err(format!(
             "{}: the {what} holds no certificate (no -----BEGIN CERTIFICATE----- block)",
@@ -679,6 +685,11 @@ impl ConnClock {
     }
 
     /// A request head arrived and goes to the handler.
+    ///
+    /// A pipelined client may already have sent part of its next head, read into hyper's
+    /// buffer along with this one; no later read then starts the header clock, so that
+    /// head is bounded by the idle timeout instead. That gains a client nothing over an
+    /// idle keep-alive connection, which it could hold for as long anyway.
     fn begin(self: &Arc<Self>) -> InFlight {
         let mut s = self.lock();
         s.in_flight += 1;
@@ -981,7 +992,9 @@ fn decode_string(tag: u8, bytes: &[u8]) -> Option<String> {
             let units = bytes
                 .chunks_exact(2)
                 .map(|c| c.iter().fold(0u16, |acc, &b| (acc << 8) | u16::from(b)));
-            char::decode_utf16(units).collect::<Result<String, _>>().ok()
+            char::decode_utf16(units)
+                .collect::<Result<String, _>>()
+                .ok()
         }
         // UniversalString: UTF-32BE.
         0x1c => bytes
@@ -1066,7 +1079,10 @@ mod tests {
             let junk: Vec<u8> = (0..len).map(|i| (i * 37 + 0x30) as u8).collect();
             let _ = client_identity(&junk);
         }
-        assert_eq!(oid_string(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d]).unwrap(), "1.2.840.113549");
+        assert_eq!(
+            oid_string(&[0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d]).unwrap(),
+            "1.2.840.113549"
+        );
     }
 
     #[test]

@@ -51,7 +51,10 @@ fn main() -> ExitCode {
             let cfg = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
-                    eprintln!("{e}\ngateway: refusing to start; fix the errors above (`gateway check-config {}`)", config.display());
+                    eprintln!(
+                        "{e}\ngateway: refusing to start; fix the errors above (`gateway check-config {}`)",
+                        config.display()
+                    );
                     return ExitCode::from(2);
                 }
             };
@@ -86,7 +89,10 @@ fn main() -> ExitCode {
 }
 
 fn runtime(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("gateway: cannot start the async runtime: {e}");
@@ -112,7 +118,11 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     };
     let mut failed = false;
     match gateway::stack::load_credentials(&config.identity.credentials_file) {
-        Ok(keys) => println!("{}: {} credential(s)", config.identity.credentials_file.display(), keys.len()),
+        Ok(keys) => println!(
+            "{}: {} credential(s)",
+            config.identity.credentials_file.display(),
+            keys.len()
+        ),
         Err(e) => {
             failed = true;
             println!("{e}");
@@ -120,10 +130,19 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     }
     match gateway::stack::load_rules(&config.rules.file) {
         Ok(rules) => {
-            println!("{}: {} PBCs, {} rules", config.rules.file.display(), rules.pbcs().len(), rules.rules().len());
+            println!(
+                "{}: {} PBCs, {} rules",
+                config.rules.file.display(),
+                rules.pbcs().len(),
+                rules.rules().len()
+            );
             for t in &config.targets {
                 if rules.pbc(&t.name).is_none() {
-                    println!("warning: target `{}` is not a PBC of {}", t.name, config.rules.file.display());
+                    println!(
+                        "warning: target `{}` is not a PBC of {}",
+                        t.name,
+                        config.rules.file.display()
+                    );
                 }
             }
         }
@@ -146,7 +165,11 @@ fn check_config(file: &std::path::Path) -> ExitCode {
         println!("{}: invalid", file.display());
         ExitCode::from(1)
     } else {
-        println!("{}: valid ({} targets)", file.display(), config.targets.len());
+        println!(
+            "{}: valid ({} targets)",
+            file.display(),
+            config.targets.len()
+        );
         ExitCode::SUCCESS
     }
 }

@@ -112,7 +112,8 @@ impl<T> Reloadable<T> {
                     Ok(mut g) => *g = Arc::new(value),
                     Err(poisoned) => *poisoned.into_inner() = Arc::new(value),
                 }
-                self.reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.reloads
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 Outcome::Reloaded
             }
             Err(e) => Outcome::Refused(e),

@@ -71,7 +71,11 @@ pub async fn start(config: &Config) -> Result<Running, String> {
     }));
     let reloadables = gateway.reloadables();
     let r = rx.clone();
-    tasks.push(tokio::spawn(crate::reload::watch(reloadables, RELOAD_POLL, stopped(r))));
+    tasks.push(tokio::spawn(crate::reload::watch(
+        reloadables,
+        RELOAD_POLL,
+        stopped(r),
+    )));
     readiness.set_ready(true);
     tracing::info!(%addr, %admin_addr, tls = config.listen.tls.is_some(), "gateway listening");
     Ok(Running {

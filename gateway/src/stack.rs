@@ -72,7 +72,11 @@ impl Gateway {
             config.identity.credentials_file.clone(),
             load_credentials,
         )?);
-        let rules = Arc::new(Reloadable::new("rules", config.rules.file.clone(), load_rules)?);
+        let rules = Arc::new(Reloadable::new(
+            "rules",
+            config.rules.file.clone(),
+            load_rules,
+        )?);
         for t in &config.targets {
             if rules.get().pbc(&t.name).is_none() {
                 tracing::warn!(
@@ -132,7 +136,11 @@ impl Gateway {
     }
 
     /// Handles one request: every outcome is a response, never a hang or a panic.
-    pub async fn handle(&self, req: Request<Incoming>, conn: Arc<ConnInfo>) -> Response<GatewayBody> {
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        conn: Arc<ConnInfo>,
+    ) -> Response<GatewayBody> {
         let (parts, body) = req.into_parts();
         // A concrete closure: a generic `Into::into` here trips the Send check of the
         // handler's future (a higher-ranked lifetime rustc cannot prove).
@@ -163,7 +171,10 @@ impl Gateway {
             method = %parts.method,
             peer = %ctx.conn.peer,
         );
-        let result = self.pipeline(parts, body, &ctx).instrument(span.clone()).await;
+        let result = self
+            .pipeline(parts, body, &ctx)
+            .instrument(span.clone())
+            .await;
         let _enter = span.enter();
         let mut resp = match result {
             Ok(resp) => resp,

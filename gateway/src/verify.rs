@@ -193,7 +193,11 @@ impl VerifyStage {
 /// The upstream gets the decoded body, so the chunked encoding's framing headers go.
 fn strip_chunked_framing(parts: &mut Parts) {
     parts.headers.remove(header::CONTENT_LENGTH);
-    if let Some(enc) = parts.headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()) {
+    if let Some(enc) = parts
+        .headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+    {
         let rest: Vec<&str> = enc
             .split(',')
             .map(str::trim)
@@ -264,7 +268,9 @@ impl http_body::Body for VerifiedChunks {
                     )));
                 }
                 Some(Ok(frame)) => {
-                    let Ok(data) = frame.into_data() else { continue };
+                    let Ok(data) = frame.into_data() else {
+                        continue;
+                    };
                     let mut out = std::mem::take(&mut self.out);
                     out.clear();
                     let fed = match self.decoder.as_mut() {

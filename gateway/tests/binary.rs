@@ -22,13 +22,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-const KEY: (&str, &str) = ("AKIADEMOCHECKOUT0001", "demo+checkout+secret+key+not+for+production");
+const KEY: (&str, &str) = (
+    "AKIADEMOCHECKOUT0001",
+    "demo+checkout+secret+key+not+for+production",
+);
 
 fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "gateway-bin-{name}-{}-{}",
         std::process::id(),
-        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos()
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -61,7 +67,10 @@ fn write_config(dir: &Path) -> PathBuf {
         ),
     )
     .unwrap();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let config = format!(
         r#"[listen]
 addr = "127.0.0.1:0"
@@ -103,18 +112,32 @@ fn gateway() -> Command {
 fn check_config_reports_file_and_line() {
     let dir = temp_dir("check");
     let config = write_config(&dir);
-    let out = gateway().arg("check-config").arg(&config).env("GW_TEST_SECRET", KEY.1).output().unwrap();
+    let out = gateway()
+        .arg("check-config")
+        .arg(&config)
+        .env("GW_TEST_SECRET", KEY.1)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("valid (1 targets)"), "{stdout}");
 
-    std::fs::write(dir.join("rules.toml"), RULES.replace("caller = \"checkout\"", "caller = \"chekout\"")).unwrap();
-    let text = std::fs::read_to_string(&config).unwrap().replace("[sigv4]", "[sigv4]\nregion = \"x\"");
+    std::fs::write(
+        dir.join("rules.toml"),
+        RULES.replace("caller = \"checkout\"", "caller = \"chekout\""),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("[sigv4]", "[sigv4]\nregion = \"x\"");
     std::fs::write(&config, &text).unwrap();
     let out = gateway().arg("check-config").arg(&config).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(stdout.contains("gateway.toml:9: unknown field `region`"), "{stdout}");
+    assert!(
+        stdout.contains("gateway.toml:9: unknown field `region`"),
+        "{stdout}"
+    );
 
     // Config fixed; the rules and credentials errors are each reported.
     std::fs::write(&config, text.replace("region = \"x\"\n", "")).unwrap();
@@ -122,7 +145,10 @@ fn check_config_reports_file_and_line() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("rules.toml:10:10"), "{stdout}");
-    assert!(stdout.contains("GW_TEST_SECRET (secret_env) is not set"), "{stdout}");
+    assert!(
+        stdout.contains("GW_TEST_SECRET (secret_env) is not set"),
+        "{stdout}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -145,7 +171,10 @@ fn wait_for_log(stderr: &mut impl BufRead, needle: &str) -> String {
     let mut line = String::new();
     loop {
         line.clear();
-        assert!(stderr.read_line(&mut line).unwrap() > 0, "log ended before `{needle}`");
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "log ended before `{needle}`"
+        );
         if line.contains(needle) {
             return line;
         }
@@ -153,7 +182,14 @@ fn wait_for_log(stderr: &mut impl BufRead, needle: &str) -> String {
 }
 
 async fn status(addr: &str) -> StatusCode {
-    let req = signed(KEY, "GET", &format!("http://{addr}/order/orders/1"), b"", SystemTime::now(), REGION);
+    let req = signed(
+        KEY,
+        "GET",
+        &format!("http://{addr}/order/orders/1"),
+        b"",
+        SystemTime::now(),
+        REGION,
+    );
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
     let resp = client.request(req).await.unwrap();
     let status = resp.status();
@@ -177,7 +213,11 @@ async fn run_reloads_on_sighup_and_stops_on_sigterm() {
     let mut stderr = BufReader::new(child.stderr.take().unwrap());
     let addr = wait_for_addr(&mut stderr);
     let pid = child.id().to_string();
-    assert_eq!(status(&addr).await, StatusCode::BAD_GATEWAY, "allowed, upstream down");
+    assert_eq!(
+        status(&addr).await,
+        StatusCode::BAD_GATEWAY,
+        "allowed, upstream down"
+    );
 
     // A broken rules file, then SIGHUP: refused, logged, the old rules keep serving.
     std::fs::write(dir.join("rules.toml"), "[[allow]]\nid = 1\n").unwrap();
@@ -187,13 +227,20 @@ async fn run_reloads_on_sighup_and_stops_on_sigterm() {
     assert_eq!(status(&addr).await, StatusCode::BAD_GATEWAY);
 
     // A valid change: GET is no longer allowed.
-    std::fs::write(dir.join("rules.toml"), RULES.replace("[\"GET\"]", "[\"POST\"]")).unwrap();
+    std::fs::write(
+        dir.join("rules.toml"),
+        RULES.replace("[\"GET\"]", "[\"POST\"]"),
+    )
+    .unwrap();
     Command::new("kill").args(["-HUP", &pid]).status().unwrap();
     wait_for_log(&mut stderr, "reloaded");
     assert_eq!(status(&addr).await, StatusCode::FORBIDDEN);
 
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(exit.success(), "{exit:?}");
     // Drain the rest of the log: no secret in it.
     let mut rest = String::new();

@@ -144,8 +144,12 @@ async fn send(client: &HttpsClient, req: http::Request<Full<Bytes>>) -> Answer {
     let version = resp.version();
     let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    let json = serde_json::from_slice(&body)
-        .unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {}", String::from_utf8_lossy(&body)));
+    let json = serde_json::from_slice(&body).unwrap_or_else(|e| {
+        panic!(
+            "{status}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&body)
+        )
+    });
     Answer {
         status,
         version,
@@ -156,9 +160,18 @@ async fn send(client: &HttpsClient, req: http::Request<Full<Bytes>>) -> Answer {
 
 fn assert_rejected(a: &Answer, status: StatusCode, code: &str) {
     assert_eq!(a.status, status, "{}", a.json);
-    assert_eq!(a.headers.get("x-amzn-ErrorType").unwrap(), code, "{}", a.json);
+    assert_eq!(
+        a.headers.get("x-amzn-ErrorType").unwrap(),
+        code,
+        "{}",
+        a.json
+    );
     assert_eq!(a.json["code"], code, "{}", a.json);
-    assert!(a.json["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", a.json);
+    assert!(
+        a.json["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{}",
+        a.json
+    );
     let request_id = a.json["requestId"].as_str().unwrap();
     assert_eq!(a.headers.get("x-amzn-RequestId").unwrap(), request_id);
 }
@@ -174,18 +187,32 @@ async fn signed_requests_through_the_demo_mesh() {
         let client = client(demo.ca_path(), http2);
 
         // Allowed: the order service answers, and it verified who called.
-        let a = send(&client, signed_as("checkout", "GET", &format!("{url}/order/orders/42"))).await;
+        let a = send(
+            &client,
+            signed_as("checkout", "GET", &format!("{url}/order/orders/42")),
+        )
+        .await;
         assert_eq!(a.status, StatusCode::OK, "{}", a.json);
-        let expected_version = if http2 { http::Version::HTTP_2 } else { http::Version::HTTP_11 };
+        let expected_version = if http2 {
+            http::Version::HTTP_2
+        } else {
+            http::Version::HTTP_11
+        };
         assert_eq!(a.version, expected_version);
         assert_eq!(a.json["service"], "order");
         assert_eq!(a.json["method"], "GET");
         assert_eq!(a.json["path"], "/orders/42");
         assert_eq!(a.json["caller"]["pbc"], "checkout");
-        assert_eq!(a.json["caller"]["role_arn"], "arn:aws:iam::111122223333:role/CheckoutPBCRole");
+        assert_eq!(
+            a.json["caller"]["role_arn"],
+            "arn:aws:iam::111122223333:role/CheckoutPBCRole"
+        );
         assert_eq!(a.json["assertion_verified"], true);
         // The assertion's jti is the request id the gateway returned.
-        assert_eq!(a.headers.get("x-amzn-RequestId").unwrap(), a.json["request_id"].as_str().unwrap());
+        assert_eq!(
+            a.headers.get("x-amzn-RequestId").unwrap(),
+            a.json["request_id"].as_str().unwrap()
+        );
 
         // A signed JSON body reaches the payment service intact.
         let id = demo::identity("checkout").unwrap();
@@ -205,15 +232,33 @@ async fn signed_requests_through_the_demo_mesh() {
         assert_eq!(a.json["body"], serde_json::json!({"sku": "sku-1"}));
 
         // Default deny: catalogue may not call order.
-        let a = send(&client, signed_as("catalogue", "GET", &format!("{url}/order/orders/42"))).await;
+        let a = send(
+            &client,
+            signed_as("catalogue", "GET", &format!("{url}/order/orders/42")),
+        )
+        .await;
         assert_rejected(&a, StatusCode::FORBIDDEN, "AccessDenied");
         let message = a.json["message"].as_str().unwrap();
-        assert!(message.contains("CataloguePBCRole") && message.contains("no rule allows it"), "{message}");
+        assert!(
+            message.contains("CataloguePBCRole") && message.contains("no rule allows it"),
+            "{message}"
+        );
 
         // Explicit deny beats checkout's allow on order.
-        let a = send(&client, signed_as("checkout", "DELETE", &format!("{url}/order/orders/42"))).await;
+        let a = send(
+            &client,
+            signed_as("checkout", "DELETE", &format!("{url}/order/orders/42")),
+        )
+        .await;
         assert_rejected(&a, StatusCode::FORBIDDEN, "AccessDenied");
-        assert!(a.json["message"].as_str().unwrap().contains("no-order-deletes"), "{}", a.json);
+        assert!(
+            a.json["message"]
+                .as_str()
+                .unwrap()
+                .contains("no-order-deletes"),
+            "{}",
+            a.json
+        );
 
         // A key nobody issued.
         let req = signed(
@@ -224,7 +269,11 @@ async fn signed_requests_through_the_demo_mesh() {
             &[],
             b"",
         );
-        assert_rejected(&send(&client, req).await, StatusCode::FORBIDDEN, "InvalidClientTokenId");
+        assert_rejected(
+            &send(&client, req).await,
+            StatusCode::FORBIDDEN,
+            "InvalidClientTokenId",
+        );
 
         // A demo key with the wrong secret.
         let req = signed(
@@ -235,7 +284,11 @@ async fn signed_requests_through_the_demo_mesh() {
             &[],
             b"",
         );
-        assert_rejected(&send(&client, req).await, StatusCode::FORBIDDEN, "SignatureDoesNotMatch");
+        assert_rejected(
+            &send(&client, req).await,
+            StatusCode::FORBIDDEN,
+            "SignatureDoesNotMatch",
+        );
 
         // The JWKS is public and is what the upstreams trust.
         let req = http::Request::get(format!("{url}/.well-known/jwks.json"))
@@ -255,16 +308,36 @@ async fn upstreams_refuse_requests_that_bypass_the_gateway() {
     let demo = start_demo(&dir).await;
     let names: Vec<&str> = demo.upstreams().iter().map(|u| u.name()).collect();
     assert_eq!(names, ["checkout", "order", "catalogue", "payment"]);
-    let client = client(demo.ca_path(), true);
-    let order = demo.upstreams().iter().find(|u| u.name() == "order").unwrap();
-
-    let req = http::Request::get(format!("{}/orders/42", order.url()))
-        .body(Full::new(Bytes::new()))
+    let order = demo
+        .upstreams()
+        .iter()
+        .find(|u| u.name() == "order")
         .unwrap();
-    let a = send(&client, req).await;
-    assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.json);
-    assert_eq!(a.json["assertion_verified"], false);
-    assert!(a.json["reason"].as_str().unwrap().contains("x-gateway-assertion"), "{}", a.json);
+
+    // The upstreams speak HTTP/1.1 and HTTP/2, and neither without an assertion.
+    for http2 in [false, true] {
+        let req = http::Request::get(format!("{}/orders/42", order.url()))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let a = send(&client(demo.ca_path(), http2), req).await;
+        let expected_version = if http2 {
+            http::Version::HTTP_2
+        } else {
+            http::Version::HTTP_11
+        };
+        assert_eq!(a.version, expected_version);
+        assert_eq!(a.status, StatusCode::UNAUTHORIZED, "{}", a.json);
+        assert_eq!(a.json["assertion_verified"], false);
+        assert!(
+            a.json["reason"]
+                .as_str()
+                .unwrap()
+                .contains("x-gateway-assertion"),
+            "{}",
+            a.json
+        );
+    }
+    let client = client(demo.ca_path(), true);
 
     // A forged assertion (signed by a key the gateway does not publish).
     let forger = gateway::assertion::AssertionSigner::generate(demo::ISSUER, 60).unwrap();
@@ -275,8 +348,13 @@ async fn upstreams_refuse_requests_that_bypass_the_gateway() {
         tags: vec![],
         source_identity: None,
     };
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64;
-    let forged = forger.sign(&principal, Some("checkout"), "order", "forged-1", now).unwrap();
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let forged = forger
+        .sign(&principal, Some("checkout"), "order", "forged-1", now)
+        .unwrap();
     let req = http::Request::get(format!("{}/orders/42", order.url()))
         .header("x-gateway-assertion", forged)
         .body(Full::new(Bytes::new()))
@@ -305,14 +383,20 @@ async fn the_state_dir_holds_a_config_that_is_what_runs() {
     ] {
         assert!(state.join(f).is_file(), "{f} missing");
     }
-    assert_eq!(std::fs::read_to_string(state.join("rules.toml")).unwrap(), demo::RULES);
+    assert_eq!(
+        std::fs::read_to_string(state.join("rules.toml")).unwrap(),
+        demo::RULES
+    );
     let config = gateway::config::Config::load(demo.config_path()).unwrap();
     assert_eq!(config.sigv4.regions, [demo::REGION]);
     assert_eq!(config.sigv4.services, [demo::SERVICE]);
     for u in demo.upstreams() {
         let t = config.targets.iter().find(|t| t.name == u.name()).unwrap();
         assert_eq!(t.upstream, u.url());
-        assert_eq!(t.path_prefix.as_deref(), Some(format!("/{}", u.name()).as_str()));
+        assert_eq!(
+            t.path_prefix.as_deref(),
+            Some(format!("/{}", u.name()).as_str())
+        );
     }
     let keys = gateway::stack::load_credentials(&config.identity.credentials_file).unwrap();
     assert_eq!(keys.len(), demo::IDENTITIES.len());
@@ -335,7 +419,11 @@ async fn the_state_dir_holds_a_config_that_is_what_runs() {
         }
     }
     for c in demo.commands() {
-        assert!(text.contains(&format!("\n  {}\n", c.command)), "{} not printed on its own line", c.command);
+        assert!(
+            text.contains(&format!("\n  {}\n", c.command)),
+            "{} not printed on its own line",
+            c.command
+        );
     }
     demo.shutdown().await;
 }
@@ -362,7 +450,9 @@ fn run_printed(command: &str) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn printed_curl_commands_work_as_printed() {
     if !curl_has_aws_sigv4() {
-        eprintln!("note: skipping printed_curl_commands_work_as_printed: no `curl` with --aws-sigv4 on PATH");
+        eprintln!(
+            "note: skipping printed_curl_commands_work_as_printed: no `curl` with --aws-sigv4 on PATH"
+        );
         return;
     }
     let dir = TempDir::new("curl");
@@ -385,26 +475,43 @@ async fn printed_curl_commands_work_as_printed() {
     // curl is blocking; the demo runs on the other worker threads.
     let run = |c: String| tokio::task::spawn_blocking(move || run_printed(&c));
 
-    let allowed = run(find("AKIADEMOCHECKOUT0001:demo+checkout+secret+key+not+for+production\" https")).await.unwrap();
-    let v: serde_json::Value = serde_json::from_str(&allowed).unwrap_or_else(|e| panic!("{e}: {allowed}"));
+    let allowed = run(find(
+        "AKIADEMOCHECKOUT0001:demo+checkout+secret+key+not+for+production\" https",
+    ))
+    .await
+    .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&allowed).unwrap_or_else(|e| panic!("{e}: {allowed}"));
     assert_eq!(v["service"], "order", "{v}");
     assert_eq!(v["path"], "/orders/42", "{v}");
     assert_eq!(v["caller"]["pbc"], "checkout", "{v}");
     assert_eq!(v["assertion_verified"], true, "{v}");
 
     let post = run(find("-d '{\"sku\":\"sku-1\"}'")).await.unwrap();
-    let v: serde_json::Value = serde_json::from_str(&post).unwrap_or_else(|e| panic!("{e}: {post}"));
+    let v: serde_json::Value =
+        serde_json::from_str(&post).unwrap_or_else(|e| panic!("{e}: {post}"));
     assert_eq!(v["service"], "payment", "{v}");
     assert_eq!(v["method"], "POST", "{v}");
     assert_eq!(v["body"]["sku"], "sku-1", "{v}");
 
     let denied = run(find("AKIADEMOCATALOGUE001")).await.unwrap();
-    assert!(denied.starts_with("HTTP/2 403") || denied.starts_with("HTTP/1.1 403"), "{denied}");
-    assert!(denied.to_ascii_lowercase().contains("x-amzn-errortype: accessdenied"), "{denied}");
+    assert!(
+        denied.starts_with("HTTP/2 403") || denied.starts_with("HTTP/1.1 403"),
+        "{denied}"
+    );
+    assert!(
+        denied
+            .to_ascii_lowercase()
+            .contains("x-amzn-errortype: accessdenied"),
+        "{denied}"
+    );
     assert!(denied.contains("\"code\":\"AccessDenied\""), "{denied}");
 
     let deleted = run(find("-X DELETE")).await.unwrap();
-    assert!(deleted.contains(" 403") && deleted.contains("no-order-deletes"), "{deleted}");
+    assert!(
+        deleted.contains(" 403") && deleted.contains("no-order-deletes"),
+        "{deleted}"
+    );
 
     let unsigned = printed
         .iter()
@@ -412,7 +519,10 @@ async fn printed_curl_commands_work_as_printed() {
         .unwrap()
         .clone();
     let unsigned = run(unsigned).await.unwrap();
-    assert!(unsigned.contains(" 403") && unsigned.contains("MissingAuthenticationToken"), "{unsigned}");
+    assert!(
+        unsigned.contains(" 403") && unsigned.contains("MissingAuthenticationToken"),
+        "{unsigned}"
+    );
 
     let jwks = run(find("jwks.json")).await.unwrap();
     let v: serde_json::Value = serde_json::from_str(&jwks).unwrap();
@@ -437,7 +547,14 @@ impl Drop for ChildGuard {
 async fn the_binary_runs_the_demo_and_stops_on_sigint() {
     let dir = TempDir::new("bin");
     let child = Command::new(env!("CARGO_BIN_EXE_gateway"))
-        .args(["demo", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--state-dir"])
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--state-dir",
+        ])
         .arg(&dir.0)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -472,26 +589,43 @@ async fn the_binary_runs_the_demo_and_stops_on_sigint() {
         .and_then(|rest| rest.split_whitespace().next())
         .unwrap_or_else(|| panic!("no admin URL in:\n{text}"))
         .to_string();
-    assert!(admin.starts_with("http://127.0.0.1:") && !admin.ends_with(":0"), "{admin}");
+    assert!(
+        admin.starts_with("http://127.0.0.1:") && !admin.ends_with(":0"),
+        "{admin}"
+    );
     let ca = std::fs::canonicalize(&dir.0).unwrap().join("ca.pem");
     assert!(text.contains(&ca.display().to_string()), "{text}");
 
-    let plain: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let plain: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
     let resp = plain
-        .request(http::Request::get(format!("{admin}/healthz")).body(Full::new(Bytes::new())).unwrap())
+        .request(
+            http::Request::get(format!("{admin}/healthz"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     drop(plain);
 
     let pid = child.0.id().to_string();
-    assert!(Command::new("kill").args(["-INT", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-INT", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = child.0.try_wait().unwrap() {
             break status;
         }
-        assert!(std::time::Instant::now() < deadline, "the demo did not stop within 30 s of SIGINT");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the demo did not stop within 30 s of SIGINT"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     assert!(status.success(), "the demo exited with {status}");

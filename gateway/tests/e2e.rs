@@ -32,8 +32,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-const CHECKOUT: (&str, &str) = ("AKIADEMOCHECKOUT0001", "demo+checkout+secret+key+not+for+production");
-const CATALOGUE: (&str, &str) = ("AKIADEMOCATALOGUE001", "demo+catalogue+secret+key+not+for+production");
+const CHECKOUT: (&str, &str) = (
+    "AKIADEMOCHECKOUT0001",
+    "demo+checkout+secret+key+not+for+production",
+);
+const CATALOGUE: (&str, &str) = (
+    "AKIADEMOCATALOGUE001",
+    "demo+catalogue+secret+key+not+for+production",
+);
 const CHECKOUT_ROLE: &str = "arn:aws:iam::111122223333:role/CheckoutPBCRole";
 
 // ---------------------------------------------------------------------------------------
@@ -70,7 +76,10 @@ fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "gateway-e2e-{name}-{}-{}",
         std::process::id(),
-        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos()
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir
@@ -256,7 +265,13 @@ ca_bundle = "ca.pem"
         format!("https://127.0.0.1:{}{path}", self.running().addr.port())
     }
 
-    fn client(&self, http2: bool) -> Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>> {
+    fn client(
+        &self,
+        http2: bool,
+    ) -> Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        Full<Bytes>,
+    > {
         let mut roots = rustls::RootCertStore::empty();
         for cert in rustls_pki_types::CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
             roots.add(cert.unwrap()).unwrap();
@@ -287,7 +302,11 @@ ca_bundle = "ca.pem"
         let resp = self.client(false).request(req).await.unwrap();
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.unwrap().to_bytes();
-        (parts.status, parts.headers, String::from_utf8_lossy(&body).into_owned())
+        (
+            parts.status,
+            parts.headers,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
     }
 
     async fn shutdown(mut self) {
@@ -315,8 +334,10 @@ async fn allowed_call_reaches_the_upstream_with_a_verifiable_assertion() {
     let url = mesh.url("/order/orders/42?view=full&x=a%20b");
     let mut req = signed(CHECKOUT, "GET", &url, b"", SystemTime::now(), REGION);
     // Client-sent identity headers (unsigned here, as an attacker would add them).
-    req.headers_mut().insert("x-gateway-assertion", "forged".parse().unwrap());
-    req.headers_mut().insert("x-remote-user", "admin".parse().unwrap());
+    req.headers_mut()
+        .insert("x-gateway-assertion", "forged".parse().unwrap());
+    req.headers_mut()
+        .insert("x-remote-user", "admin".parse().unwrap());
     let (status, headers, body) = mesh.send(req).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(json(&body)["path"], "/orders/42");
@@ -326,9 +347,16 @@ async fn allowed_call_reaches_the_upstream_with_a_verifiable_assertion() {
     assert_eq!(seen.len(), 1);
     let up = &seen[0];
     assert_eq!(up.method, "GET");
-    assert!(up.uri.ends_with("/orders/42?view=full&x=a%20b"), "{}", up.uri);
+    assert!(
+        up.uri.ends_with("/orders/42?view=full&x=a%20b"),
+        "{}",
+        up.uri
+    );
     for gone in ["authorization", "x-amz-security-token", "x-remote-user"] {
-        assert!(!up.headers.contains_key(gone), "{gone} reached the upstream");
+        assert!(
+            !up.headers.contains_key(gone),
+            "{gone} reached the upstream"
+        );
     }
     assert_eq!(up.headers["x-forwarded-for"], "127.0.0.1");
     assert!(up.headers.contains_key("forwarded"));
@@ -342,12 +370,18 @@ async fn allowed_call_reaches_the_upstream_with_a_verifiable_assertion() {
     let (status, _, jwks) = mesh.send(jwks_req).await;
     assert_eq!(status, StatusCode::OK);
     let verifier = AssertionVerifier::from_jwks(&json(&jwks), "sigv4-gateway").unwrap();
-    let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     let claims = verifier.verify(token, "order", now).unwrap();
     assert_eq!(claims.sub, CHECKOUT_ROLE);
     assert_eq!(claims.pbc.as_deref(), Some("checkout"));
     assert_eq!(claims.jti, request_id);
-    assert!(verifier.verify(token, "payment", now).is_err(), "audience is the target");
+    assert!(
+        verifier.verify(token, "payment", now).is_err(),
+        "audience is the target"
+    );
     mesh.shutdown().await;
 }
 
@@ -358,31 +392,66 @@ async fn rejections_have_their_codes_and_never_reach_the_upstream() {
     let cases: Vec<(&str, Request<Full<Bytes>>, StatusCode, &str)> = vec![
         (
             "no rule allows catalogue -> order",
-            signed(CATALOGUE, "GET", &mesh.url("/order/orders/42"), b"", now, REGION),
+            signed(
+                CATALOGUE,
+                "GET",
+                &mesh.url("/order/orders/42"),
+                b"",
+                now,
+                REGION,
+            ),
             StatusCode::FORBIDDEN,
             "AccessDenied",
         ),
         (
             "explicit deny beats the allow",
-            signed(CHECKOUT, "DELETE", &mesh.url("/order/orders/42"), b"", now, REGION),
+            signed(
+                CHECKOUT,
+                "DELETE",
+                &mesh.url("/order/orders/42"),
+                b"",
+                now,
+                REGION,
+            ),
             StatusCode::FORBIDDEN,
             "AccessDenied",
         ),
         (
             "unknown access key",
-            signed(("AKIANOBODY0000000001", "x".repeat(40).leak()), "GET", &mesh.url("/order/orders/1"), b"", now, REGION),
+            signed(
+                ("AKIANOBODY0000000001", "x".repeat(40).leak()),
+                "GET",
+                &mesh.url("/order/orders/1"),
+                b"",
+                now,
+                REGION,
+            ),
             StatusCode::FORBIDDEN,
             "InvalidClientTokenId",
         ),
         (
             "signed an hour ago",
-            signed(CHECKOUT, "GET", &mesh.url("/order/orders/1"), b"", now - Duration::from_secs(3600), REGION),
+            signed(
+                CHECKOUT,
+                "GET",
+                &mesh.url("/order/orders/1"),
+                b"",
+                now - Duration::from_secs(3600),
+                REGION,
+            ),
             StatusCode::FORBIDDEN,
             "RequestTimeTooSkewed",
         ),
         (
             "wrong scope: another region",
-            signed(CHECKOUT, "GET", &mesh.url("/order/orders/1"), b"", now, "us-east-1"),
+            signed(
+                CHECKOUT,
+                "GET",
+                &mesh.url("/order/orders/1"),
+                b"",
+                now,
+                "us-east-1",
+            ),
             StatusCode::FORBIDDEN,
             "SignatureDoesNotMatch",
         ),
@@ -394,20 +463,58 @@ async fn rejections_have_their_codes_and_never_reach_the_upstream() {
         ),
         (
             "body larger than the limit without chunk signatures",
-            signed(CHECKOUT, "POST", &mesh.url("/order/orders"), &[b'x'; 2048], now, REGION),
+            signed(
+                CHECKOUT,
+                "POST",
+                &mesh.url("/order/orders"),
+                &[b'x'; 2048],
+                now,
+                REGION,
+            ),
             StatusCode::PAYLOAD_TOO_LARGE,
             "RequestEntityTooLarge",
         ),
     ];
-    let mut tampered = signed(CHECKOUT, "GET", &mesh.url("/order/orders/1"), b"", now, REGION);
+    let mut tampered = signed(
+        CHECKOUT,
+        "GET",
+        &mesh.url("/order/orders/1"),
+        b"",
+        now,
+        REGION,
+    );
     *tampered.uri_mut() = mesh.url("/order/orders/2").parse().unwrap();
-    let mut body_swapped = signed(CHECKOUT, "POST", &mesh.url("/order/orders"), b"{\"qty\":1}", now, REGION);
+    let mut body_swapped = signed(
+        CHECKOUT,
+        "POST",
+        &mesh.url("/order/orders"),
+        b"{\"qty\":1}",
+        now,
+        REGION,
+    );
     *body_swapped.body_mut() = Full::new(Bytes::from_static(b"{\"qty\":9}"));
     let mut cases = cases;
-    cases.push(("tampered path", tampered, StatusCode::FORBIDDEN, "SignatureDoesNotMatch"));
-    cases.push(("tampered body", body_swapped, StatusCode::BAD_REQUEST, "XAmzContentSHA256Mismatch"));
-    let unsigned = Request::get(mesh.url("/order/orders/1")).body(Full::new(Bytes::new())).unwrap();
-    cases.push(("unsigned", unsigned, StatusCode::FORBIDDEN, "MissingAuthenticationToken"));
+    cases.push((
+        "tampered path",
+        tampered,
+        StatusCode::FORBIDDEN,
+        "SignatureDoesNotMatch",
+    ));
+    cases.push((
+        "tampered body",
+        body_swapped,
+        StatusCode::BAD_REQUEST,
+        "XAmzContentSHA256Mismatch",
+    ));
+    let unsigned = Request::get(mesh.url("/order/orders/1"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    cases.push((
+        "unsigned",
+        unsigned,
+        StatusCode::FORBIDDEN,
+        "MissingAuthenticationToken",
+    ));
 
     for (what, req, status, code) in cases {
         let (got, headers, body) = mesh.send(req).await;
@@ -415,20 +522,34 @@ async fn rejections_have_their_codes_and_never_reach_the_upstream() {
         assert_eq!(headers["x-amzn-errortype"], code, "{what}: {body}");
         let v = json(&body);
         assert_eq!(v["code"], code, "{what}");
-        assert_eq!(v["requestId"], headers["x-amzn-requestid"].to_str().unwrap(), "{what}");
+        assert_eq!(
+            v["requestId"],
+            headers["x-amzn-requestid"].to_str().unwrap(),
+            "{what}"
+        );
         assert!(!v["message"].as_str().unwrap().is_empty(), "{what}");
         for secret in [CHECKOUT.1, CATALOGUE.1] {
             assert!(!body.contains(secret), "{what}: a secret in the error body");
         }
     }
-    assert!(mesh.recorder.all().is_empty(), "a rejected request reached the upstream");
+    assert!(
+        mesh.recorder.all().is_empty(),
+        "a rejected request reached the upstream"
+    );
     mesh.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_and_bodies_pass_through() {
     let mesh = Mesh::start("h2").await;
-    let req = signed(CHECKOUT, "POST", &mesh.url("/order/orders"), b"{\"sku\":\"a\"}", SystemTime::now(), REGION);
+    let req = signed(
+        CHECKOUT,
+        "POST",
+        &mesh.url("/order/orders"),
+        b"{\"sku\":\"a\"}",
+        SystemTime::now(),
+        REGION,
+    );
     let resp = mesh.client(true).request(req).await.unwrap();
     assert_eq!(resp.version(), http::Version::HTTP_2);
     assert_eq!(resp.status(), StatusCode::OK);
@@ -440,14 +561,31 @@ async fn http2_and_bodies_pass_through() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_rules_file_never_replaces_the_running_rules() {
     let mesh = Mesh::start("reload").await;
-    let get = |m: &Mesh| signed(CHECKOUT, "GET", &m.url("/order/orders/7"), b"", SystemTime::now(), REGION);
+    let get = |m: &Mesh| {
+        signed(
+            CHECKOUT,
+            "GET",
+            &m.url("/order/orders/7"),
+            b"",
+            SystemTime::now(),
+            REGION,
+        )
+    };
     assert_eq!(mesh.send(get(&mesh)).await.0, StatusCode::OK);
     let rules = mesh.running().gateway.reloadables();
     std::fs::write(mesh.dir.join("rules.toml"), "[[allow]]\nid = \"broken\"\n").unwrap();
     assert!(matches!(rules[0].check_and_log(true), Outcome::Refused(_)));
-    assert_eq!(mesh.send(get(&mesh)).await.0, StatusCode::OK, "old rules keep serving");
+    assert_eq!(
+        mesh.send(get(&mesh)).await.0,
+        StatusCode::OK,
+        "old rules keep serving"
+    );
     // A valid change takes effect: checkout loses GET.
-    std::fs::write(mesh.dir.join("rules.toml"), RULES.replace("[\"GET\", \"POST\", \"PUT\"]", "[\"POST\"]")).unwrap();
+    std::fs::write(
+        mesh.dir.join("rules.toml"),
+        RULES.replace("[\"GET\", \"POST\", \"PUT\"]", "[\"POST\"]"),
+    )
+    .unwrap();
     assert_eq!(rules[0].check_and_log(false), Outcome::Reloaded);
     let (status, headers, _) = mesh.send(get(&mesh)).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -458,7 +596,14 @@ async fn a_broken_rules_file_never_replaces_the_running_rules() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_an_in_flight_request() {
     let mut mesh = Mesh::start("drain").await;
-    let req = signed(CHECKOUT, "GET", &mesh.url("/order/slow"), b"", SystemTime::now(), REGION);
+    let req = signed(
+        CHECKOUT,
+        "GET",
+        &mesh.url("/order/slow"),
+        b"",
+        SystemTime::now(),
+        REGION,
+    );
     let client = mesh.client(false);
     let in_flight = tokio::spawn(async move { client.request(req).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -466,9 +611,16 @@ async fn shutdown_drains_an_in_flight_request() {
     let running = mesh.running.take().unwrap();
     let stopping = tokio::spawn(running.shutdown());
     let resp = in_flight.await.unwrap().unwrap();
-    assert_eq!(resp.status(), StatusCode::OK, "the in-flight request finished");
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "the in-flight request finished"
+    );
     stopping.await.unwrap();
-    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer accepting");
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no longer accepting"
+    );
     mesh.shutdown().await;
 }
 
@@ -502,7 +654,10 @@ async fn curl_aws_sigv4_is_accepted() {
     let out = run("POST", "/order/orders", Some("{\"sku\":\"b\"}"));
     assert!(out.ends_with("\n200"), "{out}");
     let out = run("DELETE", "/order/orders/42", None);
-    assert!(out.ends_with("\n403") && out.contains("AccessDenied"), "{out}");
+    assert!(
+        out.ends_with("\n403") && out.contains("AccessDenied"),
+        "{out}"
+    );
     assert_eq!(mesh.recorder.all().len(), 2);
     mesh.shutdown().await;
 }
@@ -592,20 +747,34 @@ async fn chunk_signed_bodies_stream_and_a_bad_chunk_is_refused() {
     let mesh = Mesh::start("chunks").await;
     // 3 x 1000 bytes: past the 1024-byte buffer limit, fine as a signed stream.
     let chunks = vec![vec![b'a'; 1000], vec![b'b'; 1000], vec![b'c'; 1000]];
-    let (status, _, body) = mesh.send(chunk_signed(&mesh.url("/order/upload"), &chunks, false)).await;
+    let (status, _, body) = mesh
+        .send(chunk_signed(&mesh.url("/order/upload"), &chunks, false))
+        .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let seen = mesh.recorder.all();
     assert_eq!(seen.len(), 1);
-    assert_eq!(seen[0].body.len(), 3000, "the upstream gets the decoded body");
+    assert_eq!(
+        seen[0].body.len(),
+        3000,
+        "the upstream gets the decoded body"
+    );
     assert_eq!(&seen[0].body[..1000], &[b'a'; 1000][..]);
     assert!(!seen[0].headers.contains_key("content-encoding"));
 
-    let (status, headers, body) = mesh.send(chunk_signed(&mesh.url("/order/upload"), &chunks, true)).await;
+    let (status, headers, body) = mesh
+        .send(chunk_signed(&mesh.url("/order/upload"), &chunks, true))
+        .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    assert_eq!(headers["x-amzn-errortype"], "SignatureDoesNotMatch", "{body}");
+    assert_eq!(
+        headers["x-amzn-errortype"], "SignatureDoesNotMatch",
+        "{body}"
+    );
     // The upstream never received the bad chunk's data: at most the first, verified chunk.
     for s in mesh.recorder.all().iter().skip(1) {
-        assert!(!s.body.contains(&b'b') && !s.body.ends_with(b"c"), "unverified data reached the upstream");
+        assert!(
+            !s.body.contains(&b'b') && !s.body.ends_with(b"c"),
+            "unverified data reached the upstream"
+        );
     }
     mesh.shutdown().await;
 }

@@ -132,8 +132,12 @@ impl std::fmt::Debug for Demo {
 /// gateway from the `gateway.toml` just written.
 pub async fn start(options: Options) -> Result<Demo, String> {
     let state_dir = options.state_dir.clone().unwrap_or_else(default_state_dir);
-    std::fs::create_dir_all(&state_dir)
-        .map_err(|e| format!("cannot create the demo state directory {}: {e}", state_dir.display()))?;
+    std::fs::create_dir_all(&state_dir).map_err(|e| {
+        format!(
+            "cannot create the demo state directory {}: {e}",
+            state_dir.display()
+        )
+    })?;
     // Absolute, so the printed paths work from any directory.
     let state_dir = std::fs::canonicalize(&state_dir)
         .map_err(|e| format!("demo state directory {}: {e}", state_dir.display()))?;
@@ -144,7 +148,10 @@ pub async fn start(options: Options) -> Result<Demo, String> {
     let gateway_cert = ca.issue("sigv4-gateway-demo", &sans_for(options.listen.ip()))?;
     write_file(&file("gateway.pem"), &gateway_cert.cert_pem, false)?;
     write_file(&file("gateway-key.pem"), &gateway_cert.key_pem, true)?;
-    let upstream_cert = ca.issue("demo-pbc-upstream", &sans_for(IpAddr::V4(Ipv4Addr::LOCALHOST)))?;
+    let upstream_cert = ca.issue(
+        "demo-pbc-upstream",
+        &sans_for(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+    )?;
     write_file(&file("upstream.pem"), &upstream_cert.cert_pem, false)?;
     write_file(&file("upstream-key.pem"), &upstream_cert.key_pem, true)?;
     write_file(&file("credentials.toml"), &credentials_toml(), true)?;
@@ -164,14 +171,19 @@ pub async fn start(options: Options) -> Result<Demo, String> {
             .map_err(|e| format!("demo upstream {}: {e}", id.pbc))?;
         listeners.push((id.pbc, listener, addr));
     }
-    let targets: Vec<(&str, SocketAddr)> = listeners.iter().map(|(pbc, _, addr)| (*pbc, *addr)).collect();
+    let targets: Vec<(&str, SocketAddr)> = listeners
+        .iter()
+        .map(|(pbc, _, addr)| (*pbc, *addr))
+        .collect();
     let config_path = file("gateway.toml");
     write_file(&config_path, &gateway_toml(&options, &targets), false)?;
-    let config = Config::load(&config_path).map_err(|e| format!("the demo configuration is invalid:\n{e}"))?;
+    let config = Config::load(&config_path)
+        .map_err(|e| format!("the demo configuration is invalid:\n{e}"))?;
 
     let running = server::start(&config).await.map_err(|e| {
         format!(
-            "{e}\n(the demo needs {} and {}; pick free ones with --listen and --admin-listen, port 0 included)",
+            "{e}\n(the demo listens on {} and {}: choose free addresses with --listen and \
+             --admin-listen; port 0 lets the system pick)",
             options.listen, options.admin_listen
         )
     })?;
@@ -182,7 +194,10 @@ pub async fn start(options: Options) -> Result<Demo, String> {
             return Err(e);
         }
     };
-    let public_url = format!("https://{}", SocketAddr::new(url_ip(running.addr.ip()), running.addr.port()));
+    let public_url = format!(
+        "https://{}",
+        SocketAddr::new(url_ip(running.addr.ip()), running.addr.port())
+    );
     let admin_url = format!(
         "http://{}",
         SocketAddr::new(url_ip(running.admin_addr.ip()), running.admin_addr.port())
@@ -211,7 +226,9 @@ fn serve_upstreams(
     let tls = upstream::tls_config(&cert.cert_pem, &cert.key_pem)?;
     listeners
         .into_iter()
-        .map(|(pbc, listener, _)| upstream::serve_upstream(listener, pbc, Arc::clone(&tls), Arc::clone(&verifier)))
+        .map(|(pbc, listener, _)| {
+            upstream::serve_upstream(listener, pbc, Arc::clone(&tls), Arc::clone(&verifier))
+        })
         .collect()
 }
 
@@ -325,9 +342,20 @@ impl Demo {
     pub fn instructions(&self) -> String {
         let mut out = String::new();
         let dir = self.state_dir.display();
-        let _ = writeln!(out, "SigV4 gateway demo: a composable-commerce mesh on loopback.\n");
-        let _ = writeln!(out, "  gateway    {}   (TLS; region {REGION}, service {SERVICE})", self.public_url);
-        let _ = writeln!(out, "  admin      {}    (/healthz, /readyz)", self.admin_url);
+        let _ = writeln!(
+            out,
+            "SigV4 gateway demo: a composable-commerce mesh on loopback.\n"
+        );
+        let _ = writeln!(
+            out,
+            "  gateway    {}   (TLS; region {REGION}, service {SERVICE})",
+            self.public_url
+        );
+        let _ = writeln!(
+            out,
+            "  admin      {}    (/healthz, /readyz)",
+            self.admin_url
+        );
         let _ = writeln!(out, "  JWKS       {}{JWKS_PATH}", self.public_url);
         let _ = writeln!(out, "  CA         {}", self.ca_path.display());
         let _ = writeln!(out, "  state dir  {dir}");
@@ -336,21 +364,39 @@ impl Demo {
             "             gateway.toml (what is running: `gateway run --config {}`),",
             shell_quote(&self.config_path.display().to_string())
         );
-        let _ = writeln!(out, "             credentials.toml, rules.toml, certificates and keys\n");
+        let _ = writeln!(
+            out,
+            "             credentials.toml, rules.toml, certificates and keys\n"
+        );
         let _ = writeln!(
             out,
             "Demo PBC upstreams (each verifies the gateway's identity assertion on every request):"
         );
         for u in &self.upstreams {
-            let _ = writeln!(out, "  {}/{:<10} -> {:<10} {}", self.public_url, u.name(), u.name(), u.url());
+            let _ = writeln!(
+                out,
+                "  {}/{:<10} -> {:<10} {}",
+                self.public_url,
+                u.name(),
+                u.name(),
+                u.url()
+            );
         }
         let _ = writeln!(
             out,
             "\nDemo identities (documented demo values: never use them for anything else):"
         );
-        let _ = writeln!(out, "  {:<10} {:<49} {:<21} secret", "PBC", "role ARN", "access key id");
+        let _ = writeln!(
+            out,
+            "  {:<10} {:<49} {:<21} secret",
+            "PBC", "role ARN", "access key id"
+        );
         for i in &IDENTITIES {
-            let _ = writeln!(out, "  {:<10} {:<49} {:<21} {}", i.pbc, i.role_arn, i.access_key_id, i.secret);
+            let _ = writeln!(
+                out,
+                "  {:<10} {:<49} {:<21} {}",
+                i.pbc, i.role_arn, i.access_key_id, i.secret
+            );
         }
         let _ = writeln!(out, "\nTry it:");
         for c in self.commands() {
@@ -404,7 +450,11 @@ fn url_ip(ip: IpAddr) -> IpAddr {
 
 /// Loopback names, plus the listen address when it is a specific other one.
 fn sans_for(ip: IpAddr) -> Vec<String> {
-    let mut sans = vec!["127.0.0.1".to_string(), "localhost".to_string(), "::1".to_string()];
+    let mut sans = vec![
+        "127.0.0.1".to_string(),
+        "localhost".to_string(),
+        "::1".to_string(),
+    ];
     let ip = url_ip(ip);
     if !ip.is_loopback() {
         sans.push(ip.to_string());
@@ -485,7 +535,8 @@ fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), String> 
             .open(path)
             .map_err(fail)?;
         // `mode` applies only to new files; a file from an earlier run keeps its own.
-        f.set_permissions(std::fs::Permissions::from_mode(mode)).map_err(fail)?;
+        f.set_permissions(std::fs::Permissions::from_mode(mode))
+            .map_err(fail)?;
         f.write_all(contents.as_bytes()).map_err(fail)
     }
     #[cfg(not(unix))]
@@ -540,9 +591,10 @@ impl DemoCa {
         let key = KeyPair::generate().map_err(fail)?;
         let mut params = CertificateParams::new(Vec::new()).map_err(fail)?;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "sigv4-gateway demo CA (not for production)");
+        params.distinguished_name.push(
+            DnType::CommonName,
+            "sigv4-gateway demo CA (not for production)",
+        );
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
             KeyUsagePurpose::CrlSign,
@@ -557,10 +609,13 @@ impl DemoCa {
 
     /// A server certificate for `sans` (IP addresses or DNS names) with a new key.
     pub fn issue(&self, common_name: &str, sans: &[String]) -> Result<IssuedCert, String> {
-        let fail = |e: rcgen::Error| format!("cannot issue the demo certificate {common_name}: {e}");
+        let fail =
+            |e: rcgen::Error| format!("cannot issue the demo certificate {common_name}: {e}");
         let key = KeyPair::generate().map_err(fail)?;
         let mut params = CertificateParams::new(sans.to_vec()).map_err(fail)?;
-        params.distinguished_name.push(DnType::CommonName, common_name);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
         params.use_authority_key_identifier_extension = true;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
@@ -574,13 +629,21 @@ impl DemoCa {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )]
 
     use super::*;
 
     #[test]
     fn quotes_only_what_needs_it() {
-        assert_eq!(shell_quote("/tmp/sigv4-gateway-demo/ca.pem"), "/tmp/sigv4-gateway-demo/ca.pem");
+        assert_eq!(
+            shell_quote("/tmp/sigv4-gateway-demo/ca.pem"),
+            "/tmp/sigv4-gateway-demo/ca.pem"
+        );
         assert_eq!(shell_quote("/tmp/my demo/ca.pem"), "'/tmp/my demo/ca.pem'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
     }
@@ -594,7 +657,10 @@ mod tests {
         };
         let text = gateway_toml(&options, &[("order", "127.0.0.1:1234".parse().unwrap())]);
         let parsed: toml::Value = toml::from_str(&text).unwrap();
-        assert_eq!(parsed["target"][0]["upstream"].as_str(), Some("https://127.0.0.1:1234"));
+        assert_eq!(
+            parsed["target"][0]["upstream"].as_str(),
+            Some("https://127.0.0.1:1234")
+        );
         let keys = crate::identity::static_keys::StaticKeys::parse(
             &credentials_toml(),
             "credentials.toml",
@@ -608,8 +674,14 @@ mod tests {
 
     #[test]
     fn wildcard_listeners_print_loopback() {
-        assert_eq!(url_ip("0.0.0.0".parse().unwrap()), IpAddr::V4(Ipv4Addr::LOCALHOST));
-        assert_eq!(url_ip("::".parse().unwrap()), IpAddr::V6(Ipv6Addr::LOCALHOST));
+        assert_eq!(
+            url_ip("0.0.0.0".parse().unwrap()),
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        );
+        assert_eq!(
+            url_ip("::".parse().unwrap()),
+            IpAddr::V6(Ipv6Addr::LOCALHOST)
+        );
         assert!(sans_for("10.1.2.3".parse().unwrap()).contains(&"10.1.2.3".to_string()));
     }
 }

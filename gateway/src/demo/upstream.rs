@@ -176,7 +176,9 @@ async fn accept_loop(
         let name = Arc::clone(&name);
         let verifier = Arc::clone(&verifier);
         tokio::spawn(async move {
-            let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
+                .await
+            {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
                     tracing::debug!(upstream = %name, error = %e, "demo upstream: TLS handshake failed");
@@ -189,19 +191,28 @@ async fn accept_loop(
                 let verifier = Arc::clone(&verifier);
                 async move { Ok::<_, std::convert::Infallible>(handle(&name, &verifier, req).await) }
             });
-            let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .into_owned();
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(error = %e, "demo upstream: connection ended with an error");
             }
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(upstream = %name, "demo upstream: connections still open after the drain timeout");
     }
 }
 
-async fn handle(name: &str, verifier: &AssertionVerifier, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn handle(
+    name: &str,
+    verifier: &AssertionVerifier,
+    req: Request<Incoming>,
+) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let body = match Limited::new(body, MAX_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -284,7 +295,11 @@ fn check_assertion(
 ) -> Result<Claims, String> {
     let mut values = headers.get_all(ASSERTION_HEADER).iter();
     let token = match (values.next(), values.next()) {
-        (None, _) => return Err(format!("no {ASSERTION_HEADER} header: requests must come through the gateway")),
+        (None, _) => {
+            return Err(format!(
+                "no {ASSERTION_HEADER} header: requests must come through the gateway"
+            ));
+        }
         (Some(_), Some(_)) => return Err(format!("more than one {ASSERTION_HEADER} header")),
         (Some(v), None) => v
             .to_str()
@@ -296,14 +311,21 @@ fn check_assertion(
 fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(format!("{value}\n"))));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::indexing_slicing,
+        clippy::panic
+    )]
 
     use super::*;
     use crate::assertion::AssertionSigner;
@@ -339,15 +361,27 @@ mod tests {
     async fn answers_who_called_when_the_assertion_verifies() {
         let signer = AssertionSigner::generate("gw", 60).unwrap();
         let verifier = AssertionVerifier::from_jwks(&signer.jwks(), "gw").unwrap();
-        let token = signer.sign(&principal(), Some("checkout"), "order", "req-1", NOW).unwrap();
-        let (status, v) = json(respond("order", &verifier, &parts(Some(&token)), br#"{"sku":"sku-1"}"#, NOW)).await;
+        let token = signer
+            .sign(&principal(), Some("checkout"), "order", "req-1", NOW)
+            .unwrap();
+        let (status, v) = json(respond(
+            "order",
+            &verifier,
+            &parts(Some(&token)),
+            br#"{"sku":"sku-1"}"#,
+            NOW,
+        ))
+        .await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(v["service"], "order");
         assert_eq!(v["method"], "POST");
         assert_eq!(v["path"], "/orders/42");
         assert_eq!(v["query"], "x=1");
         assert_eq!(v["caller"]["pbc"], "checkout");
-        assert_eq!(v["caller"]["role_arn"], "arn:aws:iam::111122223333:role/CheckoutPBCRole");
+        assert_eq!(
+            v["caller"]["role_arn"],
+            "arn:aws:iam::111122223333:role/CheckoutPBCRole"
+        );
         assert_eq!(v["request_id"], "req-1");
         assert_eq!(v["assertion_verified"], true);
         assert_eq!(v["body"]["sku"], "sku-1");
@@ -360,27 +394,58 @@ mod tests {
         let (status, v) = json(respond("order", &verifier, &parts(None), b"", NOW)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_eq!(v["assertion_verified"], false);
-        assert!(v["reason"].as_str().unwrap().contains("no x-gateway-assertion"), "{v}");
+        assert!(
+            v["reason"]
+                .as_str()
+                .unwrap()
+                .contains("no x-gateway-assertion"),
+            "{v}"
+        );
 
-        let for_payment = signer.sign(&principal(), Some("checkout"), "payment", "r", NOW).unwrap();
-        let (status, v) = json(respond("order", &verifier, &parts(Some(&for_payment)), b"", NOW)).await;
+        let for_payment = signer
+            .sign(&principal(), Some("checkout"), "payment", "r", NOW)
+            .unwrap();
+        let (status, v) = json(respond(
+            "order",
+            &verifier,
+            &parts(Some(&for_payment)),
+            b"",
+            NOW,
+        ))
+        .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert!(v["reason"].as_str().unwrap().contains("audience"), "{v}");
 
         let other = AssertionSigner::generate("gw", 60).unwrap();
-        let forged = other.sign(&principal(), Some("checkout"), "order", "r", NOW).unwrap();
+        let forged = other
+            .sign(&principal(), Some("checkout"), "order", "r", NOW)
+            .unwrap();
         let (status, v) = json(respond("order", &verifier, &parts(Some(&forged)), b"", NOW)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
         assert_eq!(v["assertion_verified"], false);
 
-        let token = signer.sign(&principal(), Some("checkout"), "order", "r", NOW).unwrap();
-        let (status, _) = json(respond("order", &verifier, &parts(Some(&token)), b"", NOW + 3600)).await;
+        let token = signer
+            .sign(&principal(), Some("checkout"), "order", "r", NOW)
+            .unwrap();
+        let (status, _) = json(respond(
+            "order",
+            &verifier,
+            &parts(Some(&token)),
+            b"",
+            NOW + 3600,
+        ))
+        .await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
 
         let mut twice = parts(Some(&token));
-        twice.headers.append(ASSERTION_HEADER, HeaderValue::from_str(&token).unwrap());
+        twice
+            .headers
+            .append(ASSERTION_HEADER, HeaderValue::from_str(&token).unwrap());
         let (status, v) = json(respond("order", &verifier, &twice, b"", NOW)).await;
         assert_eq!(status, StatusCode::UNAUTHORIZED);
-        assert!(v["reason"].as_str().unwrap().contains("more than one"), "{v}");
+        assert!(
+            v["reason"].as_str().unwrap().contains("more than one"),
+            "{v}"
+        );
     }
 }

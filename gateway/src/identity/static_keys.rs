@@ -106,7 +106,9 @@ impl StaticKeys {
             let akid = c.access_key_id.clone();
             if akid.len() < 16
                 || akid.len() > 128
-                || !akid.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+                || !akid
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
             {
                 err(format!(
                     "access key id `{akid}` must be 16 to 128 upper-case letters and digits, like AWS's (AKIA...)"
@@ -130,7 +132,12 @@ impl StaticKeys {
                     let p = base.join(f);
                     std::fs::read_to_string(&p)
                         .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
-                        .map_err(|e| format!("credential `{akid}`: cannot read secret_file {}: {e}", p.display()))
+                        .map_err(|e| {
+                            format!(
+                                "credential `{akid}`: cannot read secret_file {}: {e}",
+                                p.display()
+                            )
+                        })
                 }
                 (None, None, Some(v)) => env(v).ok_or_else(|| {
                     format!("credential `{akid}`: environment variable {v} (secret_env) is not set")
@@ -142,7 +149,9 @@ impl StaticKeys {
             let secret = match secret {
                 Ok(s) if s.len() >= 16 => s,
                 Ok(_) => {
-                    err(format!("credential `{akid}`: the secret is shorter than 16 characters"));
+                    err(format!(
+                        "credential `{akid}`: the secret is shorter than 16 characters"
+                    ));
                     continue;
                 }
                 Err(reason) => {
@@ -236,12 +245,24 @@ allow_unsigned_payload = true
         let keys = StaticKeys::parse(GOOD, "c.toml", Path::new("."), &env).unwrap();
         assert_eq!(keys.len(), 2);
         let id = keys.resolve("AKIADEMOCHECKOUT0001", None, 0).unwrap();
-        assert_eq!(id.principal.role_arn, "arn:aws:iam::111122223333:role/CheckoutPBCRole");
-        assert_eq!(id.principal.tags, [("team".to_string(), "checkout".to_string())]);
-        assert!(keys.resolve("AKIADEMOORDER0000001", None, 0).unwrap().allow_unsigned_payload);
+        assert_eq!(
+            id.principal.role_arn,
+            "arn:aws:iam::111122223333:role/CheckoutPBCRole"
+        );
+        assert_eq!(
+            id.principal.tags,
+            [("team".to_string(), "checkout".to_string())]
+        );
+        assert!(
+            keys.resolve("AKIADEMOORDER0000001", None, 0)
+                .unwrap()
+                .allow_unsigned_payload
+        );
         let unknown = keys.resolve("AKIANOBODY0000000001", None, 0).unwrap_err();
         assert_eq!(unknown.code().as_str(), "InvalidClientTokenId");
-        let token = keys.resolve("AKIADEMOCHECKOUT0001", Some("tok"), 0).unwrap_err();
+        let token = keys
+            .resolve("AKIADEMOCHECKOUT0001", Some("tok"), 0)
+            .unwrap_err();
         assert_eq!(token.code().as_str(), "InvalidClientTokenId");
     }
 
@@ -268,11 +289,23 @@ secret = "demo+order+secret+key+not+for+production"
         let lines: Vec<Option<usize>> = errs.0.iter().map(|e| e.line).collect();
         assert_eq!(lines, [Some(2), Some(12)], "{errs}");
         let shown = errs.to_string();
-        assert!(shown.contains("c.toml:2: credential `AKIADEMOCHECKOUT0001`: the secret is shorter"), "{shown}");
+        assert!(
+            shown.contains("c.toml:2: credential `AKIADEMOCHECKOUT0001`: the secret is shorter"),
+            "{shown}"
+        );
         assert!(shown.contains("exactly one of"), "{shown}");
-        assert!(!shown.contains("short-secret") && !shown.contains("demo+order"), "{shown}");
+        assert!(
+            !shown.contains("short-secret") && !shown.contains("demo+order"),
+            "{shown}"
+        );
         // A syntax error near a secret does not quote it.
-        let errs = StaticKeys::parse("[[credential]]\nsecret = \"sekrit-value\" x\n", "c.toml", Path::new("."), &env).unwrap_err();
+        let errs = StaticKeys::parse(
+            "[[credential]]\nsecret = \"sekrit-value\" x\n",
+            "c.toml",
+            Path::new("."),
+            &env,
+        )
+        .unwrap_err();
         assert!(!errs.to_string().contains("sekrit-value"), "{errs}");
         assert_eq!(errs.0[0].line, Some(2));
     }

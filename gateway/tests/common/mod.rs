@@ -39,10 +39,17 @@ pub fn signed(
         .into();
     let uri: http::Uri = url.parse().unwrap();
     let host = uri.authority().unwrap().to_string();
-    let headers = [("host", host.as_str()), ("content-type", "application/json")];
-    let signable =
-        SignableRequest::new(method, url, headers.iter().copied(), SignableBody::Bytes(body))
-            .unwrap();
+    let headers = [
+        ("host", host.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let signable = SignableRequest::new(
+        method,
+        url,
+        headers.iter().copied(),
+        SignableBody::Bytes(body),
+    )
+    .unwrap();
     let (instructions, _) = sign(signable, &params).unwrap().into_parts();
     let mut req = Request::builder().method(method).uri(url);
     for (k, v) in headers {
@@ -52,4 +59,3 @@ pub fn signed(
     instructions.apply_to_request_http1x(&mut req);
     req
 }
-
