@@ -101,7 +101,8 @@ impl GatewayError {
             "message": self.message,
             "requestId": request_id,
         });
-        let mut resp = Response::new(body::full(json.to_string()));
+        // A trailing newline, so `curl -i` leaves the prompt on its own line.
+        let mut resp = Response::new(body::full(format!("{json}\n")));
         *resp.status_mut() = self.status;
         let h = resp.headers_mut();
         h.insert(

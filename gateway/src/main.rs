@@ -37,7 +37,7 @@ enum Command {
         /// The admin listener's address (/healthz, /readyz).
         #[arg(long, default_value = "127.0.0.1:9090")]
         admin_listen: std::net::SocketAddr,
-        /// Where the demo writes its CA, certificates, config and logs.
+        /// Where the demo writes its CA, certificates, keys and config files.
         #[arg(long)]
         state_dir: Option<PathBuf>,
     },

@@ -322,6 +322,40 @@ use rustls_pki_types::pem::PemObject;
 mod common;
 use common::{REGION, SERVICE, signed};
 
+/// A presigned GET URL (signature in the query), valid for `expires` seconds from `time`.
+fn presigned(key: (&str, &str), url: &str, time: SystemTime, expires: u64) -> Request<Full<Bytes>> {
+    let mut settings = SigningSettings::default();
+    settings.signature_location = aws_sigv4::http_request::SignatureLocation::QueryParams;
+    settings.expires_in = Some(Duration::from_secs(expires));
+    let identity = Credentials::new(key.0, key.1, None, None, "e2e").into();
+    let params = v4::SigningParams::builder()
+        .identity(&identity)
+        .region(REGION)
+        .name(SERVICE)
+        .time(time)
+        .settings(settings)
+        .build()
+        .unwrap()
+        .into();
+    let uri: http::Uri = url.parse().unwrap();
+    let host = uri.authority().unwrap().to_string();
+    let headers = [("host", host.as_str())];
+    let signable = SignableRequest::new(
+        "GET",
+        url,
+        headers.iter().copied(),
+        SignableBody::Bytes(b""),
+    )
+    .unwrap();
+    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+    let mut req = Request::get(url)
+        .header("host", host.as_str())
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    instructions.apply_to_request_http1x(&mut req);
+    req
+}
+
 fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
@@ -505,6 +539,17 @@ async fn rejections_have_their_codes_and_never_reach_the_upstream() {
         body_swapped,
         StatusCode::BAD_REQUEST,
         "XAmzContentSHA256Mismatch",
+    ));
+    cases.push((
+        "a presigned URL past its X-Amz-Expires",
+        presigned(
+            CHECKOUT,
+            &mesh.url("/order/orders/1"),
+            now - Duration::from_secs(120),
+            60,
+        ),
+        StatusCode::BAD_REQUEST,
+        "RequestExpired",
     ));
     let unsigned = Request::get(mesh.url("/order/orders/1"))
         .body(Full::new(Bytes::new()))
