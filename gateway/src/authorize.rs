@@ -167,11 +167,11 @@ pub fn authorize(
         tags: &tags,
         now: ctx.now,
     });
-    let caller = match decision.caller_pbc {
-        Some(pbc) => format!("{} (PBC {pbc})", principal.arn),
-        None => format!("{} (in no PBC)", principal.arn),
-    };
     if decision.effect == Effect::Deny {
+        let caller = match decision.caller_pbc {
+            Some(pbc) => format!("{} (PBC {pbc})", principal.arn),
+            None => format!("{} (in no PBC)", principal.arn),
+        };
         let why = match (decision.reason, decision.rule_id()) {
             (Reason::ExplicitDeny, Some(rule)) => format!("because rule `{rule}` denies it"),
             (Reason::BadPath(e), _) => format!("because {e}"),
