@@ -51,7 +51,7 @@ impl Routes {
     pub fn new(targets: &[TargetConfig]) -> Self {
         let mut routes = Routes::default();
         for (i, t) in targets.iter().enumerate() {
-            let host = t.host.as_ref().map(|h| h.to_ascii_lowercase());
+            let host = t.host.as_ref().map(|h| strip_port(h).to_ascii_lowercase());
             if let Some(h) = &host {
                 routes.by_host.entry(h.clone()).or_default().push(i);
             }
@@ -126,6 +126,66 @@ fn strip_prefix<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
     (rest.is_empty() || rest.starts_with('/')).then_some(rest)
 }
 
+/// Headers that ask an upstream framework to use another method or path than the
+/// request line's. The matrix decides on the request line, so these are refused.
+pub const OVERRIDE_HEADERS: [&str; 8] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-envoy-original-path",
+    "x-forwarded-prefix",
+];
+
+/// Refuses requests whose method or path an upstream could read differently from the
+/// matrix: a method not in upper case (`delete` is `DELETE` to many frameworks, but not
+/// to the matrix), a path with `.`/`..` segments (raw or `%2e`-encoded) or empty
+/// segments (the matrix matches the normalized path, the upstream gets the raw one),
+/// and method or path override headers.
+pub fn check_request_line(parts: &Parts) -> Result<(), GatewayError> {
+    let bad = |message: String| {
+        GatewayError::new(http::StatusCode::BAD_REQUEST, "InvalidRequest", message)
+    };
+    let method = parts.method.as_str();
+    if method.bytes().any(|b| b.is_ascii_lowercase()) {
+        return Err(GatewayError::new(
+            http::StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!(
+                "HTTP methods are case-sensitive: send `{}`, not `{method}`.",
+                method.to_ascii_uppercase()
+            ),
+        ));
+    }
+    let path = parts.uri.path();
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    let last = segments.len().saturating_sub(1);
+    for (i, seg) in segments.iter().enumerate() {
+        let decoded = seg.replace("%2e", ".").replace("%2E", ".");
+        if decoded == "." || decoded == ".." {
+            return Err(bad(format!(
+                "The path `{path}` has a `.` or `..` segment; send the path it resolves to."
+            )));
+        }
+        if seg.is_empty() && i != last {
+            return Err(bad(format!(
+                "The path `{path}` has an empty segment (`//`); send it without."
+            )));
+        }
+    }
+    if let Some(h) = OVERRIDE_HEADERS
+        .iter()
+        .find(|h| parts.headers.contains_key(**h))
+    {
+        return Err(bad(format!(
+            "The header `{h}` is not accepted: the gateway authorizes the method and path of              the request line, so upstreams must not be asked to use others."
+        )));
+    }
+    Ok(())
+}
+
 /// Routes the request and asks the matrix. The path the matrix sees is the one the
 /// upstream will be asked for (the route's prefix removed).
 pub fn authorize(
@@ -135,6 +195,7 @@ pub fn authorize(
     parts: &Parts,
     ctx: &RequestContext,
 ) -> Result<Permit, GatewayError> {
+    check_request_line(parts)?;
     let host = parts
         .headers
         .get(http::header::HOST)
@@ -209,13 +270,52 @@ mod tests {
         }
     }
 
+    fn parts(method: &str, uri: &str, header: Option<&str>) -> Parts {
+        let mut b = http::Request::builder().method(method).uri(uri);
+        if let Some(h) = header {
+            b = b.header(h, "x");
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn request_lines_an_upstream_could_read_differently_are_refused() {
+        let code = |p: Parts| check_request_line(&p).err().map(|e| e.code());
+        assert_eq!(code(parts("GET", "/order/orders/1/", None)), None);
+        assert_eq!(code(parts("PROPFIND", "/order/x", None)), None);
+        assert_eq!(
+            code(parts("delete", "/order/orders/1", None)),
+            Some("MethodNotAllowed")
+        );
+        for path in [
+            "/order/admin/../orders",
+            "/order/admin/%2e%2E/orders",
+            "/order/./x",
+            "/order//x",
+            "/order/%2e",
+        ] {
+            assert_eq!(
+                code(parts("GET", path, None)),
+                Some("InvalidRequest"),
+                "{path}"
+            );
+        }
+        for h in OVERRIDE_HEADERS {
+            assert_eq!(
+                code(parts("POST", "/order/orders", Some(h))),
+                Some("InvalidRequest"),
+                "{h}"
+            );
+        }
+    }
+
     #[test]
     fn routes_by_prefix_and_host() {
         let routes = Routes::new(&[
             target("order", None, Some("/order")),
             target("orders-v2", None, Some("/order/v2")),
             target("payment", Some("payment.mesh"), None),
-            target("catalogue", Some("mesh"), Some("/catalogue")),
+            target("catalogue", Some("mesh:8443"), Some("/catalogue")),
         ]);
         let r = |host, path, q| {
             routes

@@ -404,11 +404,19 @@ impl Config {
                 "the admin listener must not share the public listener's address".into(),
             );
         }
-        if config.limits.max_body_bytes == 0 {
-            err(
-                find("max_body_bytes"),
-                "max_body_bytes must be above 0".into(),
-            );
+        for (value, key) in [
+            (config.limits.max_body_bytes, "max_body_bytes"),
+            (config.limits.max_headers as u64, "max_headers"),
+            (
+                config.limits.header_read_timeout_ms,
+                "header_read_timeout_ms",
+            ),
+            (config.limits.idle_timeout_ms, "idle_timeout_ms"),
+            (config.limits.request_timeout_ms, "request_timeout_ms"),
+        ] {
+            if value == 0 {
+                err(find(key), format!("limits.{key} must be above 0"));
+            }
         }
         if config.sigv4.regions.is_empty() || config.sigv4.services.is_empty() {
             err(
@@ -451,8 +459,7 @@ impl Config {
             }
         }
         let mut names = std::collections::HashSet::new();
-        let mut prefixes = std::collections::HashSet::new();
-        let mut hosts = std::collections::HashSet::new();
+        let mut routes = std::collections::HashSet::new();
         for t in &config.targets {
             let line = find(&format!("name = \"{}\"", t.name));
             if !names.insert(t.name.clone()) {
@@ -498,27 +505,53 @@ impl Config {
                     ),
                 );
             }
-            if let Some(p) = &t.path_prefix {
-                if !p.starts_with('/')
+            if t.connect_timeout_ms == 0 || t.response_timeout_ms == 0 {
+                err(
+                    line,
+                    format!("target `{}`: timeouts must be above 0", t.name),
+                );
+            }
+            if let Some(p) = &t.path_prefix
+                && (!p.starts_with('/')
                     || p.len() < 2
                     || p.ends_with('/')
-                    || p.contains(['?', '#', '*'])
-                {
-                    err(
-                        line,
-                        format!(
-                            "target `{}`: path_prefix `{p}` must look like `/order` (a leading `/`, no trailing `/`)",
-                            t.name
-                        ),
-                    );
-                } else if !prefixes.insert(p.clone()) {
-                    err(line, format!("path_prefix `{p}` is used by two targets"));
-                }
+                    || p.contains(['?', '#', '*', '%'])
+                    || p.split('/')
+                        .skip(1)
+                        .any(|s| s.is_empty() || s == "." || s == ".."))
+            {
+                err(
+                    line,
+                    format!(
+                        "target `{}`: path_prefix `{p}` must look like `/order` (a leading `/`, \
+                         no trailing `/`, no `.`, `..` or empty segments)",
+                        t.name
+                    ),
+                );
             }
             if let Some(h) = &t.host
-                && !hosts.insert(h.to_ascii_lowercase())
+                && (h.is_empty() || h.contains(['/', ' ', ':']))
             {
-                err(line, format!("host `{h}` is used by two targets"));
+                err(
+                    line,
+                    format!(
+                        "target `{}`: host `{h}` must be a bare host name (no port, no scheme)",
+                        t.name
+                    ),
+                );
+            }
+            let route = (
+                t.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                t.path_prefix.clone(),
+            );
+            if (route.0.is_some() || route.1.is_some()) && !routes.insert(route) {
+                err(
+                    line,
+                    format!(
+                        "target `{}` has the same host and path_prefix as another target",
+                        t.name
+                    ),
+                );
             }
         }
         if errors.is_empty() {

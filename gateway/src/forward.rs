@@ -48,7 +48,9 @@ pub const PRESIGN_QUERY_PARAMS: &[&str] = &[
 /// - `x-forwarded-user`, `-email`, `-groups`, `-preferred-username`, `-access-token`:
 ///   oauth2-proxy and similar;
 /// - `x-forwarded-client-cert`: Envoy's client-certificate header (XFCC);
-/// - `x-real-ip`: a client address some upstreams allow-list on; the gateway's own
+/// - `x-real-ip`, `true-client-ip`, `cf-connecting-ip`, `x-client-ip`,
+///   `x-cluster-client-ip`, `fastly-client-ip`: client addresses CDNs and proxies set,
+///   which some upstreams allow-list on; the gateway's own
 ///   record of the address is the last `X-Forwarded-For` element.
 pub const IDENTITY_HEADERS: &[&str] = &[
     "x-remote-user",
@@ -60,6 +62,11 @@ pub const IDENTITY_HEADERS: &[&str] = &[
     "x-forwarded-access-token",
     "x-forwarded-client-cert",
     "x-real-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "fastly-client-ip",
 ];
 
 /// Name prefixes of client identity headers (matched on the lower-case name):

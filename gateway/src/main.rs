@@ -157,6 +157,16 @@ fn check_config(file: &std::path::Path) -> ExitCode {
         failed = true;
         println!("error: {}: {e}", file.display());
     }
+    if let Some(key) = &config.assertion.key_file
+        && let Err(e) = gateway::assertion::AssertionSigner::from_pem_file(
+            key,
+            &config.assertion.issuer,
+            config.assertion.ttl_secs,
+        )
+    {
+        failed = true;
+        println!("error: {}: {e}", file.display());
+    }
     if let Err(e) = gateway::forward::Forwarder::new(&config.targets) {
         failed = true;
         println!("error: {}: {e}", file.display());

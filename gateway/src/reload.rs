@@ -31,13 +31,22 @@ fn stamp(path: &Path) -> Option<Stamp> {
 
 type Loader<T> = Box<dyn Fn(&Path) -> Result<T, String> + Send + Sync>;
 
+/// The version last loaded, and a changed version waiting to be seen unchanged once
+/// more: a file caught half-written can still be valid (a rules file cut before its
+/// denies), so a change is loaded only when two polls in a row agree.
+#[derive(Debug, Default)]
+struct Stamps {
+    loaded: Option<Stamp>,
+    pending: Option<Stamp>,
+}
+
 /// A value loaded from a file, replaced atomically when the file changes.
 pub struct Reloadable<T> {
     what: &'static str,
     path: PathBuf,
     load: Loader<T>,
     current: RwLock<Arc<T>>,
-    stamp: Mutex<Option<Stamp>>,
+    stamp: Mutex<Stamps>,
     reloads: std::sync::atomic::AtomicU64,
 }
 
@@ -66,7 +75,10 @@ impl<T> Reloadable<T> {
             path,
             load: Box::new(load),
             current: RwLock::new(Arc::new(value)),
-            stamp: Mutex::new(before),
+            stamp: Mutex::new(Stamps {
+                loaded: before,
+                pending: None,
+            }),
             reloads: 0.into(),
         })
     }
@@ -94,18 +106,27 @@ impl<T> Reloadable<T> {
         self.reloads.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// Reloads if the file changed (or always, with `force`).
+    /// Reloads if the file changed and then stayed unchanged for one more check (or
+    /// at once, with `force`: SIGHUP means the operator has finished writing).
     pub fn check(&self, force: bool) -> Outcome {
         let now = stamp(&self.path);
-        let Ok(mut last) = self.stamp.lock() else {
+        let Ok(mut stamps) = self.stamp.lock() else {
             return Outcome::Refused("internal lock poisoned".into());
         };
-        if !force && now == *last {
-            return Outcome::Unchanged;
+        if !force {
+            if now == stamps.loaded {
+                stamps.pending = None;
+                return Outcome::Unchanged;
+            }
+            if stamps.pending != now || now.is_none() {
+                stamps.pending = now;
+                return Outcome::Unchanged;
+            }
         }
         // Remember this version even if it is refused, so a bad file is reported
         // once, not on every poll; fixing it changes the stamp again.
-        *last = now;
+        stamps.loaded = now;
+        stamps.pending = None;
         match (self.load)(&self.path) {
             Ok(value) => {
                 match self.current.write() {
@@ -205,16 +226,22 @@ mod tests {
         assert_eq!(*r.get(), 1);
         assert_eq!(r.check(false), Outcome::Unchanged);
         std::fs::write(&path, "22").unwrap();
-        assert_eq!(r.check(false), Outcome::Reloaded);
+        assert_eq!(
+            r.check(false),
+            Outcome::Unchanged,
+            "seen once: maybe half-written"
+        );
+        assert_eq!(r.check(false), Outcome::Reloaded, "seen twice: settled");
         assert_eq!(*r.get(), 22);
         std::fs::write(&path, "not a number").unwrap();
+        assert_eq!(r.check(false), Outcome::Unchanged);
         assert!(matches!(r.check(false), Outcome::Refused(_)));
         assert_eq!(*r.get(), 22);
         // Reported once, not on every poll.
         assert_eq!(r.check(false), Outcome::Unchanged);
         assert!(matches!(r.check(true), Outcome::Refused(_)));
         std::fs::write(&path, "333").unwrap();
-        assert_eq!(r.check(false), Outcome::Reloaded);
+        assert_eq!(r.check(true), Outcome::Reloaded, "forced: at once");
         assert_eq!(*r.get(), 333);
         assert_eq!(r.reloads(), 2);
         std::fs::remove_dir_all(&dir).unwrap();

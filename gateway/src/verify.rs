@@ -15,6 +15,7 @@ use crate::sigv4::{self, ChunkDecoder, Credential, Payload, Policy, Verified, Ve
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderValue, header};
+use http_body::Body as _;
 use http_body::Frame;
 use http_body_util::BodyExt;
 use std::pin::Pin;
@@ -99,7 +100,15 @@ impl VerifyStage {
             .headers
             .get("x-amz-content-sha256")
             .and_then(|v| v.to_str().ok());
-        let mode = match declared {
+        // A request with no body is simply buffered (it is empty), whatever it declares:
+        // the core then knows the body is empty.
+        let empty = body.is_end_stream()
+            || parts
+                .headers
+                .get(header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() == b"0");
+        let mode = match declared.map(str::trim) {
+            _ if empty => Mode::Buffer,
             Some("UNSIGNED-PAYLOAD") => Mode::Stream,
             Some(s) if s.starts_with("STREAMING-") => Mode::Stream,
             _ => Mode::Buffer,
@@ -130,7 +139,13 @@ impl VerifyStage {
         let stream_failure = StreamFailure::default();
         let payload = std::mem::replace(&mut verified.payload, Payload::Unsigned);
         let forward_body = match (payload, buffered, body) {
-            (Payload::Decoded(data), _, _) => body::full(data),
+            (Payload::Decoded(data), _, _) => {
+                strip_chunked_framing(parts);
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(data.len()));
+                body::full(data)
+            }
             (Payload::Streaming(decoder), None, Some(incoming)) => {
                 strip_chunked_framing(parts);
                 BodyExt::boxed_unsync(VerifiedChunks {
@@ -191,6 +206,9 @@ impl VerifyStage {
 }
 
 /// The upstream gets the decoded body, so the chunked encoding's framing headers go.
+/// The body is sent without a length (chunked on HTTP/1.1): `x-amz-decoded-content-length`
+/// need not be signed, and a length the upstream trusts would let it act on a prefix
+/// before the rest of the stream is verified.
 fn strip_chunked_framing(parts: &mut Parts) {
     parts.headers.remove(header::CONTENT_LENGTH);
     if let Some(enc) = parts
@@ -208,15 +226,6 @@ fn strip_chunked_framing(parts: &mut Parts) {
         } else if let Ok(v) = HeaderValue::from_str(&rest.join(", ")) {
             parts.headers.insert(header::CONTENT_ENCODING, v);
         }
-    }
-    if let Some(decoded) = parts
-        .headers
-        .get("x-amz-decoded-content-length")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| v.bytes().all(|b| b.is_ascii_digit()) && !v.is_empty())
-        .and_then(|v| HeaderValue::from_str(v).ok())
-    {
-        parts.headers.insert(header::CONTENT_LENGTH, decoded);
     }
 }
 

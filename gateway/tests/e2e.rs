@@ -540,6 +540,52 @@ async fn rejections_have_their_codes_and_never_reach_the_upstream() {
         StatusCode::BAD_REQUEST,
         "XAmzContentSHA256Mismatch",
     ));
+    // Request lines an upstream could read differently from the matrix.
+    let dotted = signed(
+        CHECKOUT,
+        "GET",
+        &mesh.url("/order/admin/%2e%2e/orders/1"),
+        b"",
+        now,
+        REGION,
+    );
+    cases.push((
+        "dot segments",
+        dotted,
+        StatusCode::BAD_REQUEST,
+        "InvalidRequest",
+    ));
+    let lower = signed(
+        CHECKOUT,
+        "delete",
+        &mesh.url("/order/orders/1"),
+        b"",
+        now,
+        REGION,
+    );
+    cases.push((
+        "lower-case method",
+        lower,
+        StatusCode::METHOD_NOT_ALLOWED,
+        "MethodNotAllowed",
+    ));
+    let mut overridden = signed(
+        CHECKOUT,
+        "POST",
+        &mesh.url("/order/orders"),
+        b"",
+        now,
+        REGION,
+    );
+    overridden
+        .headers_mut()
+        .insert("x-http-method-override", "DELETE".parse().unwrap());
+    cases.push((
+        "method override header",
+        overridden,
+        StatusCode::BAD_REQUEST,
+        "InvalidRequest",
+    ));
     cases.push((
         "a presigned URL past its X-Amz-Expires",
         presigned(
@@ -631,6 +677,8 @@ async fn a_broken_rules_file_never_replaces_the_running_rules() {
         RULES.replace("[\"GET\", \"POST\", \"PUT\"]", "[\"POST\"]"),
     )
     .unwrap();
+    // Polled: seen once (it could be half-written), then again unchanged: loaded.
+    assert_eq!(rules[0].check_and_log(false), Outcome::Unchanged);
     assert_eq!(rules[0].check_and_log(false), Outcome::Reloaded);
     let (status, headers, _) = mesh.send(get(&mesh)).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
@@ -710,11 +758,17 @@ async fn curl_aws_sigv4_is_accepted() {
 /// A chunk-signed (`STREAMING-AWS4-HMAC-SHA256-PAYLOAD`) request, as the S3 SDKs send
 /// large uploads: the seed signature from aws-sigv4, the chunk signatures computed here
 /// per AWS's documentation. `corrupt` flips a byte in the second chunk's data.
-fn chunk_signed(url: &str, chunks: &[Vec<u8>], corrupt: bool) -> Request<Full<Bytes>> {
+/// `declared` overrides `x-amz-decoded-content-length` (signed, as SDKs sign it).
+fn chunk_signed(
+    url: &str,
+    chunks: &[Vec<u8>],
+    corrupt: bool,
+    declared: Option<usize>,
+) -> Request<Full<Bytes>> {
     use hmac::{Hmac, KeyInit, Mac};
     use sha2::{Digest, Sha256};
     let now = SystemTime::now();
-    let decoded: usize = chunks.iter().map(Vec::len).sum();
+    let decoded: usize = declared.unwrap_or_else(|| chunks.iter().map(Vec::len).sum());
     let mut settings = SigningSettings::default();
     settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
     let identity = Credentials::new(CHECKOUT.0, CHECKOUT.1, None, None, "e2e").into();
@@ -793,7 +847,12 @@ async fn chunk_signed_bodies_stream_and_a_bad_chunk_is_refused() {
     // 3 x 1000 bytes: past the 1024-byte buffer limit, fine as a signed stream.
     let chunks = vec![vec![b'a'; 1000], vec![b'b'; 1000], vec![b'c'; 1000]];
     let (status, _, body) = mesh
-        .send(chunk_signed(&mesh.url("/order/upload"), &chunks, false))
+        .send(chunk_signed(
+            &mesh.url("/order/upload"),
+            &chunks,
+            false,
+            None,
+        ))
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let seen = mesh.recorder.all();
@@ -807,7 +866,12 @@ async fn chunk_signed_bodies_stream_and_a_bad_chunk_is_refused() {
     assert!(!seen[0].headers.contains_key("content-encoding"));
 
     let (status, headers, body) = mesh
-        .send(chunk_signed(&mesh.url("/order/upload"), &chunks, true))
+        .send(chunk_signed(
+            &mesh.url("/order/upload"),
+            &chunks,
+            true,
+            None,
+        ))
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
     assert_eq!(
@@ -819,6 +883,26 @@ async fn chunk_signed_bodies_stream_and_a_bad_chunk_is_refused() {
         assert!(
             !s.body.contains(&b'b') && !s.body.ends_with(b"c"),
             "unverified data reached the upstream"
+        );
+    }
+    // A declared length shorter than the signed chunks: refused, and the upstream never
+    // gets a complete request made of a verified prefix.
+    let before = mesh.recorder.all().len();
+    let (status, headers, body) = mesh
+        .send(chunk_signed(
+            &mesh.url("/order/upload"),
+            &chunks,
+            false,
+            Some(1500),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(headers["x-amzn-errortype"], "IncompleteBody", "{body}");
+    for s in mesh.recorder.all().iter().skip(before) {
+        assert_eq!(
+            s.body.as_ref(),
+            b"!",
+            "the upstream saw a complete truncated body"
         );
     }
     mesh.shutdown().await;

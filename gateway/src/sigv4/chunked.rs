@@ -242,6 +242,15 @@ impl ChunkDecoder {
                 ),
             ));
         }
+        // Never release more than the declared length, even verified: a receiver
+        // that trusts the declared length must not see bytes past it.
+        if let Some(expected) = self.expected_length
+            && self.decoded + self.data.len() as u64 > expected
+        {
+            return Err(incomplete(format!(
+                "The chunk-signed body is longer than x-amz-decoded-content-length ({expected} bytes)."
+            )));
+        }
         self.previous = computed;
         self.chunk_index += 1;
         let final_chunk = self.data.is_empty();
