@@ -96,6 +96,38 @@ pub fn default_state_dir() -> PathBuf {
     std::env::temp_dir().join("sigv4-gateway-demo")
 }
 
+/// The state directory holds keys and the rules the gateway reloads, and its default
+/// is in a shared temp dir: it must be a real directory (not a symlink) owned by us,
+/// and is made private, so another local user cannot plant or swap its files.
+fn check_private_dir(dir: &Path) -> Result<(), String> {
+    let meta = std::fs::symlink_metadata(dir)
+        .map_err(|e| format!("demo state directory {}: {e}", dir.display()))?;
+    if !meta.is_dir() {
+        return Err(format!(
+            "demo state directory {} is a symlink or not a directory; pass --state-dir with a directory of your own",
+            dir.display()
+        ));
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let probe = dir.join(format!(".owner-check-{}", std::process::id()));
+        std::fs::write(&probe, b"")
+            .map_err(|e| format!("demo state directory {}: cannot write: {e}", dir.display()))?;
+        let mine = std::fs::metadata(&probe).map(|m| m.uid());
+        let _ = std::fs::remove_file(&probe);
+        if mine.map_err(|e| e.to_string())? != meta.uid() {
+            return Err(format!(
+                "demo state directory {} belongs to another user; pass --state-dir with a directory of your own",
+                dir.display()
+            ));
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("demo state directory {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
 /// A ready-to-paste command of the instructions, and what it shows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DemoCommand {
@@ -138,6 +170,7 @@ pub async fn start(options: Options) -> Result<Demo, String> {
             state_dir.display()
         )
     })?;
+    check_private_dir(&state_dir)?;
     // Absolute, so the printed paths work from any directory.
     let state_dir = std::fs::canonicalize(&state_dir)
         .map_err(|e| format!("demo state directory {}: {e}", state_dir.display()))?;
