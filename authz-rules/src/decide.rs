@@ -199,6 +199,14 @@ pub struct Explanation<'r> {
 }
 
 impl Rules {
+    /// The PBC a principal ARN belongs to (sessions are matched as their role), if any.
+    pub fn pbc_of(&self, principal: &str) -> Option<&str> {
+        self.matrix
+            .resolve_pbc(principal)
+            .and_then(|i| self.pbcs().get(i))
+            .map(|p| &*p.name)
+    }
+
     /// Decides a request with the compiled matrix. Pure: no I/O, no clock.
     pub fn decide(&self, req: &Request<'_>) -> Decision<'_> {
         self.matrix.decide(self, req)

@@ -345,6 +345,12 @@ impl Matrix {
         (best.map(|b| b.0), groups)
     }
 
+    pub(crate) fn resolve_pbc(&self, principal: &str) -> Option<usize> {
+        self.resolve(&principal_role(principal))
+            .0
+            .map(|i| i as usize)
+    }
+
     pub(crate) fn decide<'r>(&self, rules: &'r Rules, req: &Request<'_>) -> Decision<'r> {
         let (pbc, groups) = match req.caller {
             Caller::Pbc(name) => (rules.pbc(name).map(|i| i as u32), SmallVec::new()),
