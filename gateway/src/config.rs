@@ -36,6 +36,59 @@ pub struct Config {
     /// Where requests go: one entry per target PBC.
     #[serde(default, rename = "target")]
     pub targets: Vec<TargetConfig>,
+    /// The STS endpoint (unset: no STS, static keys only).
+    #[serde(default)]
+    pub sts: Option<StsConfig>,
+    /// Roles callers may assume through the STS endpoint.
+    #[serde(default, rename = "role")]
+    pub roles: Vec<RoleConfig>,
+}
+
+/// The STS endpoint.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StsConfig {
+    /// The path it is served at on the public listener (default `/sts`).
+    #[serde(default = "default_sts_path")]
+    pub path: String,
+    /// Session sealing keys, newest first: the first seals, all open. Unset: one fresh
+    /// key per process (sessions then die with it and work on this replica only).
+    #[serde(default)]
+    pub keys: Vec<StsKeyConfig>,
+}
+
+/// One session sealing key.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StsKeyConfig {
+    /// Its id (1-16 of `A-Za-z0-9_-`), carried in every token it seals.
+    pub id: String,
+    /// A file holding at least 32 bytes of key material.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// An environment variable holding at least 32 bytes of key material.
+    #[serde(default)]
+    pub secret_env: Option<String>,
+}
+
+/// A role callers may assume.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleConfig {
+    /// The role ARN (path included), e.g. `arn:aws:iam::111122223333:role/CheckoutToOrderRole`.
+    pub arn: String,
+    /// Longest session, in seconds (900 to 43200; default 3600).
+    #[serde(default = "default_role_max")]
+    pub max_session_secs: i64,
+    /// Who may `AssumeRole` it: PBC names of the rules file, or role ARN patterns.
+    #[serde(default)]
+    pub trust: Vec<String>,
+    /// An `ExternalId` the caller must present, if set.
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// Sessions issued before this time (RFC 3339 UTC) are refused.
+    #[serde(default)]
+    pub revoke_sessions_before: Option<String>,
 }
 
 /// The public listener.
@@ -265,6 +318,12 @@ pub struct TargetConfig {
     pub response_timeout_ms: u64,
 }
 
+fn default_sts_path() -> String {
+    "/sts".into()
+}
+fn default_role_max() -> i64 {
+    3600
+}
 fn yes() -> bool {
     true
 }
@@ -554,6 +613,66 @@ impl Config {
                 );
             }
         }
+        if let Some(sts) = &config.sts {
+            let line = find("[sts]");
+            if !sts.path.starts_with('/') || sts.path.len() < 2 || sts.path.ends_with('/') {
+                err(
+                    line,
+                    format!("sts.path `{}` must look like `/sts`", sts.path),
+                );
+            }
+            for k in &sts.keys {
+                if k.secret_file.is_some() == k.secret_env.is_some() {
+                    err(
+                        line,
+                        format!(
+                            "sts key `{}`: set exactly one of secret_file, secret_env",
+                            k.id
+                        ),
+                    );
+                }
+            }
+        }
+        let mut role_arns = std::collections::HashSet::new();
+        for r in &config.roles {
+            let line = find(&format!("arn = \"{}\"", r.arn));
+            if !r.arn.starts_with("arn:") || !r.arn.contains(":role/") || r.arn.contains(['*', '?'])
+            {
+                err(
+                    line,
+                    format!(
+                        "role `{}` is not a role ARN like arn:aws:iam::111122223333:role/Name",
+                        r.arn
+                    ),
+                );
+            }
+            if !role_arns.insert(r.arn.clone()) {
+                err(line, format!("role `{}` is declared twice", r.arn));
+            }
+            if !(900..=43_200).contains(&r.max_session_secs) {
+                err(
+                    line,
+                    format!("role `{}`: max_session_secs must be 900 to 43200", r.arn),
+                );
+            }
+            if let Some(t) = &r.revoke_sessions_before
+                && authz_rules::condition::parse_rfc3339(t).is_err()
+            {
+                err(
+                    line,
+                    format!(
+                        "role `{}`: revoke_sessions_before `{t}` is not a UTC time like 2026-11-22T10:00:00Z",
+                        r.arn
+                    ),
+                );
+            }
+        }
+        if !config.roles.is_empty() && config.sts.is_none() {
+            err(
+                find("[[role]]"),
+                "roles are declared but [sts] is not: add an [sts] table to serve them".into(),
+            );
+        }
         if errors.is_empty() {
             Ok(config)
         } else {
@@ -575,6 +694,13 @@ impl Config {
             }
         }
         fix(&mut self.identity.credentials_file);
+        if let Some(sts) = &mut self.sts {
+            for k in &mut sts.keys {
+                if let Some(f) = &mut k.secret_file {
+                    fix(f);
+                }
+            }
+        }
         fix(&mut self.rules.file);
         if let Some(k) = &mut self.assertion.key_file {
             fix(k);

@@ -23,5 +23,6 @@ pub mod reload;
 pub mod server;
 pub mod sigv4;
 pub mod stack;
+pub mod sts;
 pub mod telemetry;
 pub mod verify;

@@ -14,10 +14,13 @@ use crate::config::{Config, ConfigErrors};
 use crate::context::{ConnInfo, RequestContext};
 use crate::error::GatewayError;
 use crate::forward::{Forwarder, Rewrite, rewrite_request};
+use crate::identity::IdentitySource;
+use crate::identity::sessions::{Chain, SessionSource};
 use crate::identity::static_keys::StaticKeys;
 use crate::listener::Handler;
 use crate::reload::{Reload, Reloadable};
 use crate::sigv4::Policy;
+use crate::sts::endpoint::StsEndpoint;
 use crate::verify::VerifyStage;
 use authz_rules::Rules;
 use http::request::Parts;
@@ -42,6 +45,8 @@ pub struct Gateway {
     forwarder: Forwarder,
     signer: AssertionSigner,
     assertion_header: HeaderName,
+    sts: Option<StsEndpoint>,
+    sessions: Option<SessionSource>,
 }
 
 /// Loads the rules file, refusing one with errors (the message lists them all).
@@ -104,7 +109,29 @@ impl Gateway {
                     .map_err(|e| format!("target {}: upstream {}: {e}", t.name, t.upstream))
             })
             .collect::<Result<HashMap<_, _>, _>>()?;
+        let (sts, sessions) = match &config.sts {
+            Some(sts_config) => {
+                let keys = Arc::new(crate::sts::load_keys(&sts_config.keys)?);
+                let roles = crate::sts::roles::Roles::new(&config.roles)?;
+                for (role, pbc) in roles.unknown_pbcs(&rules.get()) {
+                    tracing::warn!(%role, %pbc, "a trust policy names a PBC the rules file does not declare");
+                }
+                let mut sts_policy = Policy::new(config.sigv4.regions.clone(), ["sts"]);
+                sts_policy.max_skew_secs = config.sigv4.max_skew_secs;
+                let sessions = SessionSource::new(Arc::clone(&keys), roles.revocations());
+                let endpoint = StsEndpoint::new(
+                    sts_config.path.clone(),
+                    VerifyStage::new(sts_policy, config.limits.max_body_bytes),
+                    keys,
+                    roles,
+                );
+                (Some(endpoint), Some(sessions))
+            }
+            None => (None, None),
+        };
         Ok(Gateway {
+            sts,
+            sessions,
             verify: VerifyStage::new(policy, config.limits.max_body_bytes),
             credentials,
             rules,
@@ -203,11 +230,21 @@ impl Gateway {
         if parts.uri.path() == JWKS_PATH && parts.uri.query().is_none() {
             return self.serve_jwks(&parts.method);
         }
-        // verify (the identity look-up happens between its two halves)
         let credentials = self.credentials.get();
+        let identity = Chain {
+            sessions: self.sessions.as_ref().map(|s| s as &dyn IdentitySource),
+            fallback: credentials.as_ref(),
+        };
+        if let Some(sts) = &self.sts
+            && parts.uri.path() == sts.path()
+        {
+            let rules = self.rules.get();
+            return Ok(sts.handle(parts, body, &identity, &rules, ctx).await);
+        }
+        // verify (the identity look-up happens between its two halves)
         let authenticated = self
             .verify
-            .run(&mut parts, body, credentials.as_ref(), ctx.now)
+            .run(&mut parts, body, &identity, ctx.now)
             .await?;
         let stream_failure = authenticated.stream_failure.clone();
         // authorize

@@ -189,6 +189,7 @@ pub async fn start(options: Options) -> Result<Demo, String> {
     write_file(&file("upstream-key.pem"), &upstream_cert.key_pem, true)?;
     write_file(&file("credentials.toml"), &credentials_toml(), true)?;
     write_file(&file("rules.toml"), RULES, false)?;
+    write_file(&file("sts-key"), &random_hex(32)?, true)?;
 
     // The upstreams listen before the configuration is written (their ports go into
     // it) but serve only once the gateway runs, because they verify assertions with
@@ -510,6 +511,19 @@ fn credentials_toml() -> String {
     out
 }
 
+/// The role checkout may assume through the demo's STS.
+pub const STS_ROLE: &str = "arn:aws:iam::111122223333:role/CheckoutToOrderRole";
+
+/// `n` random bytes as hex: key material for the STS sealing key file.
+fn random_hex(n: usize) -> Result<String, String> {
+    use ring::rand::SecureRandom;
+    let mut bytes = zeroize::Zeroizing::new(vec![0u8; n]);
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| "the system random generator failed".to_string())?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 fn gateway_toml(options: &Options, targets: &[(&str, SocketAddr)]) -> String {
     let mut out = format!(
         r#"# Written by `gateway demo`: the configuration it is running. Relative paths are
@@ -538,6 +552,17 @@ file = "rules.toml"
 
 [assertion]
 issuer = "{ISSUER}"
+
+[sts]
+path = "/sts"
+keys = [{{ id = "demo1", secret_file = "sts-key" }}]
+
+# Checkout assumes this role through /sts; the allow matrix lets its sessions manage
+# orders and nothing else.
+[[role]]
+arn = "{STS_ROLE}"
+max_session_secs = 3600
+trust = ["checkout"]
 "#,
         listen = options.listen,
         admin = options.admin_listen,

@@ -3,6 +3,7 @@
 //! Sources implement [`IdentitySource`]; this issue brings static keys from a
 //! credentials file ([`static_keys`]); STS sessions come behind the same trait.
 
+pub mod sessions;
 pub mod static_keys;
 
 use crate::sigv4::{Rejection, Secret};

@@ -1,0 +1,522 @@
+//! The STS endpoint: AWS's Query protocol (`Action=...&Version=2011-06-15`, a
+//! form-encoded POST or a GET query), XML responses and `ErrorResponse`s shaped as
+//! AWS's, so `aws-sdk-sts`, boto3 and the AWS CLI work with an endpoint URL.
+
+use super::roles::Roles;
+use super::session::{SessionClaims, SessionKeys};
+use crate::body::{self, GatewayBody};
+use crate::context::RequestContext;
+use crate::error::GatewayError;
+use crate::identity::{IdentitySource, Principal};
+use crate::verify::VerifyStage;
+use authz_rules::Rules;
+use http::request::Parts;
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::BodyExt;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+const XMLNS: &str = "https://sts.amazonaws.com/doc/2011-06-15/";
+const MAX_FORM_BYTES: usize = 64 * 1024;
+/// AWS caps sessions obtained by role chaining at one hour.
+const CHAIN_CAP_SECS: i64 = 3600;
+
+/// The STS endpoint's state.
+pub struct StsEndpoint {
+    path: String,
+    verify: VerifyStage,
+    keys: Arc<SessionKeys>,
+    roles: Roles,
+    rng: ring::rand::SystemRandom,
+}
+
+/// An STS error: the AWS code, the status, a message.
+#[derive(Debug)]
+struct StsError(GatewayError);
+
+impl From<GatewayError> for StsError {
+    fn from(e: GatewayError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<crate::sigv4::Rejection> for StsError {
+    fn from(r: crate::sigv4::Rejection) -> Self {
+        Self(r.into())
+    }
+}
+
+fn bad(code: &'static str, message: impl Into<String>) -> StsError {
+    StsError(GatewayError::new(StatusCode::BAD_REQUEST, code, message))
+}
+
+fn denied(message: impl Into<String>) -> StsError {
+    StsError(GatewayError::new(
+        StatusCode::FORBIDDEN,
+        "AccessDenied",
+        message,
+    ))
+}
+
+impl StsEndpoint {
+    /// An endpoint at `path` verifying signatures with `verify` (scoped to service `sts`).
+    pub fn new(path: String, verify: VerifyStage, keys: Arc<SessionKeys>, roles: Roles) -> Self {
+        Self {
+            path,
+            verify,
+            keys,
+            roles,
+            rng: ring::rand::SystemRandom::new(),
+        }
+    }
+
+    /// The path it is served at.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// Handles one STS request; every outcome is an XML response.
+    pub async fn handle(
+        &self,
+        mut parts: Parts,
+        body: GatewayBody,
+        identity: &dyn IdentitySource,
+        rules: &Rules,
+        ctx: &RequestContext,
+    ) -> Response<GatewayBody> {
+        let result = self.dispatch(&mut parts, body, identity, rules, ctx).await;
+        match result {
+            Ok(xml) => xml_response(StatusCode::OK, xml, &ctx.request_id),
+            Err(StsError(e)) => {
+                tracing::info!(
+                    status = e.status().as_u16(),
+                    code = e.code(),
+                    "sts: rejected"
+                );
+                error_response(&e, &ctx.request_id)
+            }
+        }
+    }
+
+    async fn dispatch(
+        &self,
+        parts: &mut Parts,
+        body: GatewayBody,
+        identity: &dyn IdentitySource,
+        rules: &Rules,
+        ctx: &RequestContext,
+    ) -> Result<String, StsError> {
+        let query = parts.uri.query().unwrap_or("").to_string();
+        let signed = parts.headers.contains_key(http::header::AUTHORIZATION)
+            || query.contains("X-Amz-Signature=");
+        let (caller, chained, form) = if signed {
+            let authn = self.verify.run(parts, body, identity, ctx.now).await?;
+            let chained = authn.verified.has_session_token;
+            let form = collect(authn.body).await?;
+            (Some(authn.principal), chained, form)
+        } else {
+            (None, false, collect(body).await?)
+        };
+        let mut params = parse_form(&query)?;
+        let is_form = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+        if is_form || (!form.is_empty() && parts.method == http::Method::POST) {
+            let text = std::str::from_utf8(&form)
+                .map_err(|_| bad("InvalidParameterValue", "The form body is not UTF-8."))?;
+            for (k, v) in parse_form(text)? {
+                if params.contains_key(&k) {
+                    return Err(bad(
+                        "InvalidParameterValue",
+                        format!("The parameter {k} is given twice."),
+                    ));
+                }
+                params.insert(k, v);
+            }
+        }
+        match params.get("Version").map(String::as_str) {
+            Some("2011-06-15") => {}
+            Some(v) => {
+                return Err(bad(
+                    "InvalidParameterValue",
+                    format!("Version {v} is not supported; use 2011-06-15."),
+                ));
+            }
+            None => {
+                return Err(bad(
+                    "MissingParameter",
+                    "The request must contain the parameter Version.",
+                ));
+            }
+        }
+        let action = params.get("Action").cloned().ok_or_else(|| {
+            bad(
+                "MissingAction",
+                "The request must contain the parameter Action.",
+            )
+        })?;
+        match (action.as_str(), caller) {
+            ("GetCallerIdentity", Some(caller)) => Ok(get_caller_identity(&caller, &ctx.request_id)),
+            ("AssumeRole", Some(caller)) => {
+                self.assume_role(&caller, chained, &params, rules, ctx)
+            }
+            ("GetCallerIdentity" | "AssumeRole", None) => Err(StsError(
+                crate::sigv4::Rejection::new(
+                    crate::sigv4::Code::MissingAuthenticationToken,
+                    format!("{action} must be signed with SigV4 (service sts) by the caller's credentials."),
+                )
+                .into(),
+            )),
+            (other, _) => Err(bad(
+                "InvalidAction",
+                format!(
+                    "Could not find operation {other} for version 2011-06-15; this gateway serves \
+                     GetCallerIdentity and AssumeRole."
+                ),
+            )),
+        }
+    }
+
+    fn assume_role(
+        &self,
+        caller: &Principal,
+        chained: bool,
+        params: &HashMap<String, String>,
+        rules: &Rules,
+        ctx: &RequestContext,
+    ) -> Result<String, StsError> {
+        let role_arn = required(params, "RoleArn")?;
+        let session_name = required(params, "RoleSessionName")?;
+        check_name("RoleSessionName", session_name)?;
+        let not_authorized = || {
+            denied(format!(
+                "User: {} is not authorized to perform: sts:AssumeRole on resource: {role_arn}",
+                caller.arn
+            ))
+        };
+        let role = self.roles.get(role_arn).ok_or_else(not_authorized)?;
+        if !role.trusts(caller, rules) {
+            return Err(not_authorized());
+        }
+        if let Some(want) = &role.external_id
+            && params.get("ExternalId") != Some(want)
+        {
+            return Err(not_authorized());
+        }
+        let max = if chained {
+            role.max_session_secs.min(CHAIN_CAP_SECS)
+        } else {
+            role.max_session_secs
+        };
+        let duration = match params.get("DurationSeconds") {
+            None => max.min(3600),
+            Some(d) => {
+                let d: i64 = d.parse().map_err(|_| {
+                    bad(
+                        "ValidationError",
+                        format!("DurationSeconds `{d}` is not a number."),
+                    )
+                })?;
+                if d < 900 {
+                    return Err(bad(
+                        "ValidationError",
+                        "DurationSeconds must be at least 900.",
+                    ));
+                }
+                if d > max {
+                    return Err(bad(
+                        "ValidationError",
+                        if chained {
+                            "The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by role chaining.".to_string()
+                        } else {
+                            format!(
+                                "The requested DurationSeconds exceeds the MaxSessionDuration set for this role ({max} s)."
+                            )
+                        },
+                    ));
+                }
+                d
+            }
+        };
+        let requested_source = params.get("SourceIdentity");
+        if let Some(s) = requested_source {
+            check_name("SourceIdentity", s)?;
+        }
+        let source_identity = match (&caller.source_identity, requested_source) {
+            (Some(kept), Some(asked)) if kept != asked => {
+                return Err(denied(format!(
+                    "The source identity {kept} set by an earlier session cannot be changed in role chaining."
+                )));
+            }
+            (Some(kept), _) => Some(kept.clone()),
+            (None, asked) => asked.cloned(),
+        };
+        let tags = session_tags(params)?;
+        let claims = SessionClaims {
+            role_arn: role.arn.clone(),
+            session_name: session_name.to_string(),
+            source_identity,
+            tags,
+            issued_at: ctx.now,
+            expires_at: ctx.now + duration,
+            chained,
+        };
+        let creds = self.keys.issue(&claims, &self.rng).map_err(|e| {
+            tracing::error!(error = %e, "sts: cannot issue credentials");
+            StsError(GatewayError::internal(
+                "The gateway could not issue credentials.",
+            ))
+        })?;
+        let assumed = claims
+            .assumed_role_arn()
+            .map_err(|e| StsError(GatewayError::internal(e)))?;
+        tracing::info!(
+            caller = %caller.arn,
+            role = %role.arn,
+            session = %session_name,
+            source_identity = claims.source_identity.as_deref().unwrap_or("-"),
+            expires_at = claims.expires_at,
+            "sts: AssumeRole"
+        );
+        let source = claims
+            .source_identity
+            .as_deref()
+            .map(|s| format!("<SourceIdentity>{}</SourceIdentity>", escape(s)))
+            .unwrap_or_default();
+        Ok(format!(
+            "<AssumeRoleResponse xmlns=\"{XMLNS}\"><AssumeRoleResult>{source}<AssumedRoleUser><Arn>{}</Arn><AssumedRoleId>{}</AssumedRoleId></AssumedRoleUser><Credentials><AccessKeyId>{}</AccessKeyId><SecretAccessKey>{}</SecretAccessKey><SessionToken>{}</SessionToken><Expiration>{}</Expiration></Credentials><PackedPolicySize>0</PackedPolicySize></AssumeRoleResult><ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></AssumeRoleResponse>",
+            escape(&assumed),
+            escape(&claims.user_id()),
+            escape(&creds.access_key_id),
+            escape(creds.secret_access_key.expose()),
+            escape(&creds.session_token),
+            authz_rules::condition::format_rfc3339(creds.expiration),
+            escape(&ctx.request_id),
+        ))
+    }
+}
+
+fn get_caller_identity(caller: &Principal, request_id: &str) -> String {
+    let account = caller.arn.split(':').nth(4).unwrap_or("");
+    let user_id = if caller.arn.contains(":assumed-role/") {
+        let session = caller.arn.rsplit('/').next().unwrap_or("");
+        SessionClaims {
+            role_arn: caller.role_arn.clone(),
+            session_name: session.to_string(),
+            source_identity: None,
+            tags: Vec::new(),
+            issued_at: 0,
+            expires_at: 0,
+            chained: false,
+        }
+        .user_id()
+    } else {
+        caller.access_key_id.clone()
+    };
+    format!(
+        "<GetCallerIdentityResponse xmlns=\"{XMLNS}\"><GetCallerIdentityResult><Arn>{}</Arn><UserId>{}</UserId><Account>{}</Account></GetCallerIdentityResult><ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></GetCallerIdentityResponse>",
+        escape(&caller.arn),
+        escape(&user_id),
+        escape(account),
+        escape(request_id)
+    )
+}
+
+fn required<'p>(params: &'p HashMap<String, String>, name: &str) -> Result<&'p str, StsError> {
+    params
+        .get(name)
+        .map(String::as_str)
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| {
+            bad(
+                "MissingParameter",
+                format!("The request must contain the parameter {name}."),
+            )
+        })
+}
+
+/// Session names and source identities: 2 to 64 of `[\w+=,.@-]`, as AWS requires.
+fn check_name(field: &str, v: &str) -> Result<(), StsError> {
+    let ok = (2..=64).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            "ValidationError",
+            format!("{field} must be 2 to 64 characters of letters, digits and _+=,.@-"),
+        ))
+    }
+}
+
+fn session_tags(params: &HashMap<String, String>) -> Result<Vec<(String, String)>, StsError> {
+    let mut tags = Vec::new();
+    for n in 1..=51 {
+        let key = params.get(&format!("Tags.member.{n}.Key"));
+        let value = params.get(&format!("Tags.member.{n}.Value"));
+        match (key, value) {
+            (None, None) => break,
+            (Some(k), v) => {
+                if n > 50 {
+                    return Err(bad("ValidationError", "At most 50 session tags."));
+                }
+                if k.is_empty() || k.len() > 128 || v.is_some_and(|v| v.len() > 256) {
+                    return Err(bad(
+                        "ValidationError",
+                        "Tag keys are 1 to 128 characters, values at most 256.",
+                    ));
+                }
+                tags.push((k.clone(), v.cloned().unwrap_or_default()));
+            }
+            (None, Some(_)) => {
+                return Err(bad(
+                    "ValidationError",
+                    format!("Tags.member.{n} has a Value but no Key."),
+                ));
+            }
+        }
+    }
+    Ok(tags)
+}
+
+async fn collect(body: GatewayBody) -> Result<Vec<u8>, StsError> {
+    let mut body = body;
+    let mut out = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            StsError(GatewayError::bad_body(format!(
+                "The request body could not be read: {e}"
+            )))
+        })?;
+        if let Ok(data) = frame.into_data() {
+            if out.len() + data.len() > MAX_FORM_BYTES {
+                return Err(StsError(GatewayError::too_large(format!(
+                    "STS requests are at most {MAX_FORM_BYTES} bytes."
+                ))));
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes `application/x-www-form-urlencoded` (`+` is a space); a repeated key is refused.
+fn parse_form(text: &str) -> Result<HashMap<String, String>, StsError> {
+    let mut out = HashMap::new();
+    for pair in text.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (decode(k)?, decode(v)?);
+        if out.insert(k.clone(), v).is_some() {
+            return Err(bad(
+                "InvalidParameterValue",
+                format!("The parameter {k} is given twice."),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn decode(s: &str) -> Result<String, StsError> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .and_then(|h| std::str::from_utf8(h).ok())
+                    .and_then(|h| u8::from_str_radix(h, 16).ok())
+                    .ok_or_else(|| {
+                        bad("InvalidParameterValue", "A parameter has a bad %-escape.")
+                    })?;
+                out.push(hex);
+                i += 2;
+            }
+            _ => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).map_err(|_| bad("InvalidParameterValue", "A parameter is not UTF-8."))
+}
+
+/// XML text escaping.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn xml_response(status: StatusCode, xml: String, request_id: &str) -> Response<GatewayBody> {
+    let mut resp = Response::new(body::full(xml));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/xml"),
+    );
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        resp.headers_mut().insert("x-amzn-requestid", v);
+    }
+    resp
+}
+
+/// AWS's Query-protocol `ErrorResponse`.
+fn error_response(e: &GatewayError, request_id: &str) -> Response<GatewayBody> {
+    let kind = if e.status().is_server_error() {
+        "Receiver"
+    } else {
+        "Sender"
+    };
+    let xml = format!(
+        "<ErrorResponse xmlns=\"{XMLNS}\"><Error><Type>{kind}</Type><Code>{}</Code><Message>{}</Message></Error><RequestId>{}</RequestId></ErrorResponse>",
+        escape(e.code()),
+        escape(e.message()),
+        escape(request_id)
+    );
+    let mut resp = xml_response(e.status(), xml, request_id);
+    resp.headers_mut()
+        .insert("x-amzn-errortype", HeaderValue::from_static(e.code()));
+    resp
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forms_decode_and_refuse_repeats() {
+        let p = parse_form("Action=AssumeRole&RoleSessionName=a+b%2Fc&Version=2011-06-15").unwrap();
+        assert_eq!(p["RoleSessionName"], "a b/c");
+        assert!(parse_form("Action=A&Action=B").is_err());
+        assert!(parse_form("A=%zz").is_err());
+        assert_eq!(escape("<a&'\">"), "&lt;a&amp;&apos;&quot;&gt;");
+    }
+
+    #[test]
+    fn names_and_tags_are_checked() {
+        assert!(check_name("RoleSessionName", "pod-7@checkout").is_ok());
+        assert!(check_name("RoleSessionName", "x").is_err());
+        assert!(check_name("RoleSessionName", "has space").is_err());
+        let mut p = HashMap::new();
+        p.insert("Tags.member.1.Key".to_string(), "team".to_string());
+        p.insert("Tags.member.1.Value".to_string(), "checkout".to_string());
+        assert_eq!(
+            session_tags(&p).unwrap(),
+            [("team".to_string(), "checkout".to_string())]
+        );
+    }
+}
