@@ -233,7 +233,13 @@ async fn run_reloads_on_sighup_and_stops_on_sigterm() {
     )
     .unwrap();
     Command::new("kill").args(["-HUP", &pid]).status().unwrap();
-    wait_for_log(&mut stderr, "reloaded");
+    // SIGHUP reloads credentials too: wait for the rules' line, not the first "reloaded".
+    loop {
+        let line = wait_for_log(&mut stderr, "reloaded");
+        if line.contains("\"what\":\"rules\"") {
+            break;
+        }
+    }
     assert_eq!(status(&addr).await, StatusCode::FORBIDDEN);
 
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
