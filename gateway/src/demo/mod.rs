@@ -558,11 +558,12 @@ path = "/sts"
 keys = [{{ id = "demo1", secret_file = "sts-key" }}]
 
 # Checkout assumes this role through /sts; the allow matrix lets its sessions manage
-# orders and nothing else.
+# orders and nothing else. Its own sessions may renew themselves (role chaining: at
+# most an hour, and the source identity is kept).
 [[role]]
 arn = "{STS_ROLE}"
 max_session_secs = 3600
-trust = ["checkout"]
+trust = ["checkout", "{STS_ROLE}"]
 "#,
         listen = options.listen,
         admin = options.admin_listen,

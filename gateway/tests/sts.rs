@@ -1,0 +1,176 @@
+//! The gateway's STS end to end, through the real clients: boto3 from PyPI (a Python
+//! script, `tests/py/sts_boto3.py`) and requests signed by the `aws-sigv4` crate.
+//! The demo mesh is the gateway under test: checkout may assume CheckoutToOrderRole,
+//! whose sessions may manage orders and nothing else.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    missing_docs
+)]
+
+use std::time::SystemTime;
+
+fn python() -> String {
+    std::env::var("GATEWAY_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn has_boto3() -> bool {
+    std::process::Command::new(python())
+        .args(["-c", "import boto3, requests"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+async fn demo(name: &str) -> (gateway::demo::Demo, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!(
+        "gateway-sts-{name}-{}-{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    let demo = gateway::demo::start(gateway::demo::Options {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        state_dir: Some(dir.clone()),
+    })
+    .await
+    .unwrap();
+    (demo, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boto3_assumes_a_role_and_uses_the_session() {
+    if !has_boto3() {
+        if std::env::var_os("CI").is_some() {
+            panic!("boto3 is missing in CI: scripts/test installs it (GATEWAY_TEST_PYTHON)");
+        }
+        eprintln!("boto3 is not installed: skipping (scripts/test installs it)");
+        return;
+    }
+    let (demo, dir) = demo("boto3").await;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/sts_boto3.py");
+    let base = format!("https://127.0.0.1:{}", demo.addr().port());
+    let ca = demo.ca_path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python())
+            .arg(script)
+            .arg(&base)
+            .arg(&ca)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        v["static_identity"],
+        "arn:aws:iam::111122223333:role/CheckoutPBCRole"
+    );
+    assert_eq!(
+        v["assumed_arn"],
+        "arn:aws:sts::111122223333:assumed-role/CheckoutToOrderRole/pod-7"
+    );
+    assert!(v["access_key_id"].as_str().unwrap().starts_with("ASIA"));
+    assert_eq!(v["source_identity"], "alice");
+    assert_eq!(v["session_identity"], v["assumed_arn"]);
+    assert_eq!(v["create_order"][0], 200, "{v}");
+    assert_eq!(v["call_payment"][0], 403, "{v}");
+    assert_eq!(v["call_payment"][1], "AccessDenied");
+    assert_eq!(v["chain_over_an_hour"], "ValidationError");
+    assert_eq!(v["chain_new_source"], "AccessDenied");
+    assert_eq!(v["tampered"], "InvalidClientTokenId");
+    assert_eq!(v["swapped"], "InvalidClientTokenId");
+    assert_eq!(v["untrusted"], "AccessDenied");
+    demo.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_and_malformed_sts_calls_get_xml_errors() {
+    let (demo, dir) = demo("errors").await;
+    let base = format!("https://127.0.0.1:{}/sts", demo.addr().port());
+    let ca = std::fs::read(demo.ca_path()).unwrap();
+    let cert = reqwest_like_client(&ca);
+    for (body, status, code) in [
+        (
+            "Action=GetCallerIdentity&Version=2011-06-15",
+            403,
+            "MissingAuthenticationToken",
+        ),
+        (
+            "Action=AssumeRole&Version=2011-06-15",
+            403,
+            "MissingAuthenticationToken",
+        ),
+        ("Action=Frobnicate&Version=2011-06-15", 400, "InvalidAction"),
+        ("Action=GetCallerIdentity", 400, "MissingParameter"),
+        (
+            "Action=GetCallerIdentity&Action=AssumeRole&Version=2011-06-15",
+            400,
+            "InvalidParameterValue",
+        ),
+    ] {
+        let (got, text) = cert(&base, body).await;
+        assert_eq!(got, status, "{body}: {text}");
+        assert!(text.starts_with("<ErrorResponse xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><Error><Type>Sender</Type>"), "{text}");
+        assert!(
+            text.contains(&format!("<Code>{code}</Code>")),
+            "{body}: {text}"
+        );
+        assert!(text.contains("<RequestId>"), "{text}");
+    }
+    demo.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// POSTs a form over TLS trusting `ca`; returns (status, body).
+fn reqwest_like_client(
+    ca: &[u8],
+) -> impl Fn(&str, &str) -> std::pin::Pin<Box<dyn std::future::Future<Output = (u16, String)> + Send>>
+{
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector);
+    move |url: &str, body: &str| {
+        let req = http::Request::post(url)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        let client = client.clone();
+        Box::pin(async move {
+            let resp = client.request(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        })
+    }
+}
