@@ -133,11 +133,11 @@ async fn unsigned_and_malformed_sts_calls_get_xml_errors() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A pending (status, body).
+type Posted = std::pin::Pin<Box<dyn std::future::Future<Output = (u16, String)> + Send>>;
+
 /// POSTs a form over TLS trusting `ca`; returns (status, body).
-fn reqwest_like_client(
-    ca: &[u8],
-) -> impl Fn(&str, &str) -> std::pin::Pin<Box<dyn std::future::Future<Output = (u16, String)> + Send>>
-{
+fn reqwest_like_client(ca: &[u8]) -> impl Fn(&str, &str) -> Posted {
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
     use rustls_pki_types::pem::PemObject;
