@@ -55,6 +55,20 @@ pub struct StsConfig {
     /// key per process (sessions then die with it and work on this replica only).
     #[serde(default)]
     pub keys: Vec<StsKeyConfig>,
+    /// OIDC issuers whose tokens `AssumeRoleWithWebIdentity` accepts (Kubernetes
+    /// service-account tokens, SPIFFE JWT-SVIDs, ...).
+    #[serde(default, rename = "oidc_issuer")]
+    pub oidc_issuers: Vec<crate::sts::web_identity::OidcIssuerConfig>,
+}
+
+/// Who may assume a role with a web identity token.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebIdentityTrust {
+    /// The token's issuer (an `[[sts.oidc_issuer]]`'s `issuer`).
+    pub issuer: String,
+    /// `sub` patterns (IAM `StringLike`: `*`, `?`), any of which must match.
+    pub sub: Vec<String>,
 }
 
 /// One session sealing key.
@@ -89,6 +103,9 @@ pub struct RoleConfig {
     /// Sessions issued before this time (RFC 3339 UTC) are refused.
     #[serde(default)]
     pub revoke_sessions_before: Option<String>,
+    /// Who may `AssumeRoleWithWebIdentity` it.
+    #[serde(default)]
+    pub web_identity: Vec<WebIdentityTrust>,
 }
 
 /// The public listener.
@@ -667,6 +684,32 @@ impl Config {
                 );
             }
         }
+        for r in &config.roles {
+            for w in &r.web_identity {
+                let known = config
+                    .sts
+                    .as_ref()
+                    .is_some_and(|s| s.oidc_issuers.iter().any(|i| i.issuer == w.issuer));
+                if !known {
+                    err(
+                        find(&format!("issuer = \"{}\"", w.issuer)),
+                        format!(
+                            "role `{}`: web_identity issuer `{}` is not an [[sts.oidc_issuer]]",
+                            r.arn, w.issuer
+                        ),
+                    );
+                }
+                if w.sub.is_empty() {
+                    err(
+                        None,
+                        format!(
+                            "role `{}`: web_identity needs at least one sub pattern",
+                            r.arn
+                        ),
+                    );
+                }
+            }
+        }
         if !config.roles.is_empty() && config.sts.is_none() {
             err(
                 find("[[role]]"),
@@ -698,6 +741,11 @@ impl Config {
             for k in &mut sts.keys {
                 if let Some(f) = &mut k.secret_file {
                     fix(f);
+                }
+            }
+            for i in &mut sts.oidc_issuers {
+                for p in [&mut i.jwks_file, &mut i.ca_bundle].into_iter().flatten() {
+                    fix(p);
                 }
             }
         }

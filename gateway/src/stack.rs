@@ -119,11 +119,19 @@ impl Gateway {
                 let mut sts_policy = Policy::new(config.sigv4.regions.clone(), ["sts"]);
                 sts_policy.max_skew_secs = config.sigv4.max_skew_secs;
                 let sessions = SessionSource::new(Arc::clone(&keys), roles.revocations());
+                let web = if sts_config.oidc_issuers.is_empty() {
+                    None
+                } else {
+                    Some(crate::sts::web_identity::WebIdentityVerifier::new(
+                        &sts_config.oidc_issuers,
+                    )?)
+                };
                 let endpoint = StsEndpoint::new(
                     sts_config.path.clone(),
                     VerifyStage::new(sts_policy, config.limits.max_body_bytes),
                     keys,
                     roles,
+                    web,
                 );
                 (Some(endpoint), Some(sessions))
             }

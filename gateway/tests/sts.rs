@@ -137,7 +137,7 @@ async fn unsigned_and_malformed_sts_calls_get_xml_errors() {
 type Posted = std::pin::Pin<Box<dyn std::future::Future<Output = (u16, String)> + Send>>;
 
 /// POSTs a form over TLS trusting `ca`; returns (status, body).
-fn reqwest_like_client(ca: &[u8]) -> impl Fn(&str, &str) -> Posted {
+fn reqwest_like_client(ca: &[u8]) -> impl Fn(&str, &str) -> Posted + use<> {
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
     use rustls_pki_types::pem::PemObject;
@@ -173,4 +173,174 @@ fn reqwest_like_client(ca: &[u8]) -> impl Fn(&str, &str) -> Posted {
             (status, String::from_utf8_lossy(&body).into_owned())
         })
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// AssumeRoleWithWebIdentity: a second gateway beside the demo's, trusting a Kubernetes
+// style OIDC issuer whose JWKS is a file; tokens minted here with ES256.
+
+const K8S: &str = "https://kubernetes.default.svc";
+const AUD: &str = "sts.gateway";
+const WEB_ROLE: &str = "arn:aws:iam::111122223333:role/CheckoutToOrderRole";
+
+struct Minter {
+    kid: String,
+    private: jsonwebtoken::EncodingKey,
+    jwk: serde_json::Value,
+}
+
+impl Minter {
+    fn new(kid: &str) -> Minter {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let point = pair.public_key_raw();
+        Minter {
+            kid: kid.into(),
+            private: jsonwebtoken::EncodingKey::from_ec_der(&pair.serialize_der()),
+            jwk: serde_json::json!({
+                "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
+                "x": b64.encode(&point[1..33]), "y": b64.encode(&point[33..65]),
+            }),
+        }
+    }
+
+    fn token(&self, iss: &str, sub: &str, aud: &str, exp_in: i64) -> String {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        let claims = serde_json::json!({"iss": iss, "sub": sub, "aud": [aud], "exp": now + exp_in, "iat": now - 10});
+        jsonwebtoken::encode(&header, &claims, &self.private).unwrap()
+    }
+}
+
+fn form_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn xml_field<'a>(xml: &'a str, tag: &str) -> &'a str {
+    let open = format!("<{tag}>");
+    let start = xml
+        .find(&open)
+        .unwrap_or_else(|| panic!("no <{tag}> in {xml}"))
+        + open.len();
+    let end = xml[start..].find(&format!("</{tag}>")).unwrap() + start;
+    &xml[start..end]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_identity_tokens_get_sessions_and_bad_ones_fail() {
+    let (demo, dir) = demo("web").await;
+    let good = Minter::new("k8s-1");
+    let stranger = Minter::new("k8s-1"); // same kid, another key: a forged signature
+    std::fs::write(
+        dir.join("oidc-jwks.json"),
+        serde_json::json!({"keys": [good.jwk.clone()]}).to_string(),
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(demo.config_path())
+        .unwrap()
+        .replace(&format!("addr = \"{}\"", demo.addr()), "addr = \"127.0.0.1:0\"")
+        .replace(&format!("addr = \"{}\"", demo.admin_addr()), "addr = \"127.0.0.1:0\"")
+        .replace(
+            "[[role]]",
+            &format!(
+                "[[sts.oidc_issuer]]\nissuer = \"{K8S}\"\naudiences = [\"{AUD}\"]\njwks_file = \"oidc-jwks.json\"\n\n[[role]]"
+            ),
+        )
+        .replace(
+            "trust = [\"checkout\",",
+            &format!(
+                "web_identity = [{{ issuer = \"{K8S}\", sub = [\"system:serviceaccount:checkout:*\"] }}]\ntrust = [\"checkout\","
+            ),
+        );
+    let path = dir.join("gateway-web.toml");
+    std::fs::write(&path, config).unwrap();
+    let config = gateway::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let running = gateway::server::start(&config).await.unwrap();
+    let url = format!("https://127.0.0.1:{}/sts", running.addr.port());
+    let post = reqwest_like_client(&std::fs::read(demo.ca_path()).unwrap());
+    let ask = |token: String| {
+        format!(
+            "Action=AssumeRoleWithWebIdentity&Version=2011-06-15&RoleArn={}&RoleSessionName=checkout-sa&WebIdentityToken={}",
+            form_encode(WEB_ROLE),
+            form_encode(&token)
+        )
+    };
+
+    let (status, xml) = post(
+        &url,
+        &ask(good.token(K8S, "system:serviceaccount:checkout:checkout-sa", AUD, 600)),
+    )
+    .await;
+    assert_eq!(status, 200, "{xml}");
+    assert!(
+        xml.starts_with("<AssumeRoleWithWebIdentityResponse"),
+        "{xml}"
+    );
+    assert_eq!(
+        xml_field(&xml, "SubjectFromWebIdentityToken"),
+        "system:serviceaccount:checkout:checkout-sa"
+    );
+    assert_eq!(xml_field(&xml, "Provider"), K8S);
+    assert_eq!(
+        xml_field(&xml, "Arn"),
+        "arn:aws:sts::111122223333:assumed-role/CheckoutToOrderRole/checkout-sa"
+    );
+    assert!(xml_field(&xml, "AccessKeyId").starts_with("ASIA"));
+
+    for (what, token, status, code) in [
+        (
+            "wrong issuer",
+            good.token(
+                "https://evil.example",
+                "system:serviceaccount:checkout:x",
+                AUD,
+                600,
+            ),
+            400,
+            "InvalidIdentityToken",
+        ),
+        (
+            "wrong audience",
+            good.token(K8S, "system:serviceaccount:checkout:x", "other", 600),
+            400,
+            "InvalidIdentityToken",
+        ),
+        (
+            "forged signature",
+            stranger.token(K8S, "system:serviceaccount:checkout:x", AUD, 600),
+            400,
+            "InvalidIdentityToken",
+        ),
+        (
+            "expired",
+            good.token(K8S, "system:serviceaccount:checkout:x", AUD, -600),
+            400,
+            "ExpiredTokenException",
+        ),
+        (
+            "sub the trust policy does not name",
+            good.token(K8S, "system:serviceaccount:payment:payment-sa", AUD, 600),
+            403,
+            "AccessDenied",
+        ),
+    ] {
+        let (got, xml) = post(&url, &ask(token)).await;
+        assert_eq!(got, status, "{what}: {xml}");
+        assert_eq!(xml_field(&xml, "Code"), code, "{what}: {xml}");
+    }
+    running.shutdown().await;
+    demo.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -4,6 +4,7 @@
 
 use super::roles::Roles;
 use super::session::{SessionClaims, SessionKeys};
+use super::web_identity::{WebIdentityError, WebIdentityVerifier};
 use crate::body::{self, GatewayBody};
 use crate::context::RequestContext;
 use crate::error::GatewayError;
@@ -27,6 +28,7 @@ pub struct StsEndpoint {
     verify: VerifyStage,
     keys: Arc<SessionKeys>,
     roles: Roles,
+    web: Option<WebIdentityVerifier>,
     rng: ring::rand::SystemRandom,
 }
 
@@ -59,13 +61,21 @@ fn denied(message: impl Into<String>) -> StsError {
 }
 
 impl StsEndpoint {
-    /// An endpoint at `path` verifying signatures with `verify` (scoped to service `sts`).
-    pub fn new(path: String, verify: VerifyStage, keys: Arc<SessionKeys>, roles: Roles) -> Self {
+    /// An endpoint at `path` verifying signatures with `verify` (scoped to service
+    /// `sts`), and web identity tokens with `web` (if any issuer is configured).
+    pub fn new(
+        path: String,
+        verify: VerifyStage,
+        keys: Arc<SessionKeys>,
+        roles: Roles,
+        web: Option<WebIdentityVerifier>,
+    ) -> Self {
         Self {
             path,
             verify,
             keys,
             roles,
+            web,
             rng: ring::rand::SystemRandom::new(),
         }
     }
@@ -162,6 +172,7 @@ impl StsEndpoint {
             ("AssumeRole", Some(caller)) => {
                 self.assume_role(&caller, chained, &params, rules, ctx)
             }
+            ("AssumeRoleWithWebIdentity", _) => self.assume_role_with_web_identity(&params, ctx).await,
             ("GetCallerIdentity" | "AssumeRole", None) => Err(StsError(
                 crate::sigv4::Rejection::new(
                     crate::sigv4::Code::MissingAuthenticationToken,
@@ -173,10 +184,96 @@ impl StsEndpoint {
                 "InvalidAction",
                 format!(
                     "Could not find operation {other} for version 2011-06-15; this gateway serves \
-                     GetCallerIdentity and AssumeRole."
+                     GetCallerIdentity, AssumeRole and AssumeRoleWithWebIdentity."
                 ),
             )),
         }
+    }
+
+    async fn assume_role_with_web_identity(
+        &self,
+        params: &HashMap<String, String>,
+        ctx: &RequestContext,
+    ) -> Result<String, StsError> {
+        let role_arn = required(params, "RoleArn")?;
+        let session_name = required(params, "RoleSessionName")?;
+        check_name("RoleSessionName", session_name)?;
+        let token = required(params, "WebIdentityToken")?;
+        let web = self.web.as_ref().ok_or_else(|| {
+            bad(
+                "InvalidIdentityToken",
+                "This gateway trusts no OIDC issuer: configure [[sts.oidc_issuer]].",
+            )
+        })?;
+        let identity = web.verify(token, ctx.now).await.map_err(|e| match e {
+            WebIdentityError::Expired(m) => bad("ExpiredTokenException", m),
+            WebIdentityError::IdpUnreachable(m) => bad("IDPCommunicationError", m),
+            WebIdentityError::Invalid(m) => bad("InvalidIdentityToken", m),
+        })?;
+        let not_authorized = || {
+            denied(format!(
+                "Not authorized to perform sts:AssumeRoleWithWebIdentity on {role_arn} with a token of {} for {}",
+                identity.issuer, identity.subject
+            ))
+        };
+        let role = self.roles.get(role_arn).ok_or_else(not_authorized)?;
+        if !role.trusts_web_identity(&identity.issuer, &identity.subject) {
+            return Err(not_authorized());
+        }
+        let duration = duration(params, role.max_session_secs, false)?;
+        // The session may not outlive the token that proved it by more than the
+        // requested duration; AWS lets it, and so do we, but never past the role's cap.
+        let claims = SessionClaims {
+            role_arn: role.arn.clone(),
+            session_name: session_name.to_string(),
+            source_identity: None,
+            tags: Vec::new(),
+            issued_at: ctx.now,
+            expires_at: ctx.now + duration,
+            chained: false,
+        };
+        let (credentials, assumed) = self.issue(&claims)?;
+        tracing::info!(
+            issuer = %identity.issuer,
+            subject = %identity.subject,
+            role = %role.arn,
+            session = %session_name,
+            expires_at = claims.expires_at,
+            "sts: AssumeRoleWithWebIdentity"
+        );
+        Ok(format!(
+            "<AssumeRoleWithWebIdentityResponse xmlns=\"{XMLNS}\"><AssumeRoleWithWebIdentityResult><SubjectFromWebIdentityToken>{}</SubjectFromWebIdentityToken><Audience>{}</Audience>{assumed}{credentials}<Provider>{}</Provider></AssumeRoleWithWebIdentityResult><ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></AssumeRoleWithWebIdentityResponse>",
+            escape(&identity.subject),
+            escape(&identity.audience),
+            escape(&identity.issuer),
+            escape(&ctx.request_id),
+        ))
+    }
+
+    /// Seals a session; returns the `<Credentials>` and `<AssumedRoleUser>` XML.
+    fn issue(&self, claims: &SessionClaims) -> Result<(String, String), StsError> {
+        let creds = self.keys.issue(claims, &self.rng).map_err(|e| {
+            tracing::error!(error = %e, "sts: cannot issue credentials");
+            StsError(GatewayError::internal(
+                "The gateway could not issue credentials.",
+            ))
+        })?;
+        let arn = claims
+            .assumed_role_arn()
+            .map_err(|e| StsError(GatewayError::internal(e)))?;
+        let credentials = format!(
+            "<Credentials><AccessKeyId>{}</AccessKeyId><SecretAccessKey>{}</SecretAccessKey><SessionToken>{}</SessionToken><Expiration>{}</Expiration></Credentials>",
+            escape(&creds.access_key_id),
+            escape(creds.secret_access_key.expose()),
+            escape(&creds.session_token),
+            authz_rules::condition::format_rfc3339(creds.expiration),
+        );
+        let user = format!(
+            "<AssumedRoleUser><Arn>{}</Arn><AssumedRoleId>{}</AssumedRoleId></AssumedRoleUser>",
+            escape(&arn),
+            escape(&claims.user_id())
+        );
+        Ok((credentials, user))
     }
 
     fn assume_role(
@@ -205,41 +302,7 @@ impl StsEndpoint {
         {
             return Err(not_authorized());
         }
-        let max = if chained {
-            role.max_session_secs.min(CHAIN_CAP_SECS)
-        } else {
-            role.max_session_secs
-        };
-        let duration = match params.get("DurationSeconds") {
-            None => max.min(3600),
-            Some(d) => {
-                let d: i64 = d.parse().map_err(|_| {
-                    bad(
-                        "ValidationError",
-                        format!("DurationSeconds `{d}` is not a number."),
-                    )
-                })?;
-                if d < 900 {
-                    return Err(bad(
-                        "ValidationError",
-                        "DurationSeconds must be at least 900.",
-                    ));
-                }
-                if d > max {
-                    return Err(bad(
-                        "ValidationError",
-                        if chained {
-                            "The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by role chaining.".to_string()
-                        } else {
-                            format!(
-                                "The requested DurationSeconds exceeds the MaxSessionDuration set for this role ({max} s)."
-                            )
-                        },
-                    ));
-                }
-                d
-            }
-        };
+        let duration = duration(params, role.max_session_secs, chained)?;
         let requested_source = params.get("SourceIdentity");
         if let Some(s) = requested_source {
             check_name("SourceIdentity", s)?;
@@ -263,15 +326,7 @@ impl StsEndpoint {
             expires_at: ctx.now + duration,
             chained,
         };
-        let creds = self.keys.issue(&claims, &self.rng).map_err(|e| {
-            tracing::error!(error = %e, "sts: cannot issue credentials");
-            StsError(GatewayError::internal(
-                "The gateway could not issue credentials.",
-            ))
-        })?;
-        let assumed = claims
-            .assumed_role_arn()
-            .map_err(|e| StsError(GatewayError::internal(e)))?;
+        let (credentials, assumed) = self.issue(&claims)?;
         tracing::info!(
             caller = %caller.arn,
             role = %role.arn,
@@ -286,13 +341,7 @@ impl StsEndpoint {
             .map(|s| format!("<SourceIdentity>{}</SourceIdentity>", escape(s)))
             .unwrap_or_default();
         Ok(format!(
-            "<AssumeRoleResponse xmlns=\"{XMLNS}\"><AssumeRoleResult>{source}<AssumedRoleUser><Arn>{}</Arn><AssumedRoleId>{}</AssumedRoleId></AssumedRoleUser><Credentials><AccessKeyId>{}</AccessKeyId><SecretAccessKey>{}</SecretAccessKey><SessionToken>{}</SessionToken><Expiration>{}</Expiration></Credentials><PackedPolicySize>0</PackedPolicySize></AssumeRoleResult><ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></AssumeRoleResponse>",
-            escape(&assumed),
-            escape(&claims.user_id()),
-            escape(&creds.access_key_id),
-            escape(creds.secret_access_key.expose()),
-            escape(&creds.session_token),
-            authz_rules::condition::format_rfc3339(creds.expiration),
+            "<AssumeRoleResponse xmlns=\"{XMLNS}\"><AssumeRoleResult>{source}{assumed}{credentials}<PackedPolicySize>0</PackedPolicySize></AssumeRoleResult><ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></AssumeRoleResponse>",
             escape(&ctx.request_id),
         ))
     }
@@ -322,6 +371,48 @@ fn get_caller_identity(caller: &Principal, request_id: &str) -> String {
         escape(account),
         escape(request_id)
     )
+}
+
+/// `DurationSeconds`: default one hour (or the role's cap if lower), at least 900,
+/// at most the role's maximum, and at most an hour for role chaining (as AWS).
+fn duration(
+    params: &HashMap<String, String>,
+    role_max: i64,
+    chained: bool,
+) -> Result<i64, StsError> {
+    let max = if chained {
+        role_max.min(CHAIN_CAP_SECS)
+    } else {
+        role_max
+    };
+    let Some(d) = params.get("DurationSeconds") else {
+        return Ok(max.min(3600));
+    };
+    let d: i64 = d.parse().map_err(|_| {
+        bad(
+            "ValidationError",
+            format!("DurationSeconds `{d}` is not a number."),
+        )
+    })?;
+    if d < 900 {
+        return Err(bad(
+            "ValidationError",
+            "DurationSeconds must be at least 900.",
+        ));
+    }
+    if d > max {
+        return Err(bad(
+            "ValidationError",
+            if chained {
+                "The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by role chaining.".to_string()
+            } else {
+                format!(
+                    "The requested DurationSeconds exceeds the MaxSessionDuration set for this role ({max} s)."
+                )
+            },
+        ));
+    }
+    Ok(d)
 }
 
 fn required<'p>(params: &'p HashMap<String, String>, name: &str) -> Result<&'p str, StsError> {

@@ -27,6 +27,7 @@ pub struct Role {
     /// Sessions issued before this instant are refused.
     pub revoke_before: Option<i64>,
     trust: Vec<Trusted>,
+    web_identity: Vec<crate::config::WebIdentityTrust>,
 }
 
 impl Role {
@@ -36,6 +37,16 @@ impl Role {
         self.trust.iter().any(|t| match t {
             Trusted::Pbc(name) => pbc == Some(name.as_str()),
             Trusted::Pattern(p) => p.matches(&caller.role_arn),
+        })
+    }
+
+    /// Does the trust policy accept this web identity (issuer, and a `sub` pattern)?
+    pub fn trusts_web_identity(&self, issuer: &str, subject: &str) -> bool {
+        self.web_identity.iter().any(|w| {
+            w.issuer == issuer
+                && w.sub
+                    .iter()
+                    .any(|p| crate::sts::web_identity::sub_matches(p, subject))
         })
     }
 }
@@ -76,6 +87,7 @@ impl Roles {
                     external_id: c.external_id.clone(),
                     revoke_before,
                     trust,
+                    web_identity: c.web_identity.clone(),
                 },
             );
         }

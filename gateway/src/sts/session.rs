@@ -247,12 +247,12 @@ impl SessionKeys {
             .split_at_mut_checked(body_start)
             .ok_or("session token layout")?;
         let header = head.get(..header_len).unwrap_or_default();
-        let aad = aad_bytes(header, &access_key_id);
+        let aad = aad_bytes(header, &access_key_id).ok_or("session token layout")?;
         let tag = key
             .aead
             .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce_arr),
-                Aad::from(aad.as_slice()),
+                Aad::from(aad),
                 body,
             )
             .map_err(|_| "sealing the session token failed")?;
@@ -326,12 +326,12 @@ impl SessionKeys {
             .ok_or_else(not_ours)?;
         let (nonce, body) = tail.split_at_mut_checked(NONCE_LEN).ok_or_else(not_ours)?;
         let nonce_arr = <[u8; NONCE_LEN]>::try_from(&*nonce).map_err(|_| not_ours())?;
-        let aad = aad_bytes(header, access_key_id);
+        let aad = aad_bytes(header, access_key_id).ok_or_else(not_ours)?;
         let plain = key
             .aead
             .open_in_place(
                 Nonce::assume_unique_for_key(nonce_arr),
-                Aad::from(aad.as_slice()),
+                Aad::from(aad),
                 body,
             )
             .map_err(|_| {
@@ -448,10 +448,20 @@ impl SessionClaims {
                 name.escape_debug()
             ));
         }
-        Ok(format!(
-            "arn:{}:sts::{}:assumed-role/{}/{name}",
-            role.partition, role.account, role.name
-        ))
+        // Pushed rather than `format!`-ed: this runs for every request a session signs.
+        let parts = [
+            "arn:",
+            role.partition,
+            ":sts::",
+            role.account,
+            ":assumed-role/",
+            role.name,
+            "/",
+            name,
+        ];
+        let mut arn = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        parts.iter().for_each(|p| arn.push_str(p));
+        Ok(arn)
     }
 
     /// The account id of the role.
@@ -544,11 +554,25 @@ fn valid_session_akid(akid: &str) -> bool {
 
 /// The associated data: the token header and the access key id, so neither can be
 /// swapped without the tag failing.
-fn aad_bytes(header: &[u8], access_key_id: &str) -> Vec<u8> {
-    let mut aad = Vec::with_capacity(header.len() + access_key_id.len());
-    aad.extend_from_slice(header);
-    aad.extend_from_slice(access_key_id.as_bytes());
-    aad
+/// On the stack: `open` runs per request, and the two parts are short and bounded.
+fn aad_bytes(header: &[u8], access_key_id: &str) -> Option<AadBuf> {
+    let mut buf = [0u8; 2 + MAX_KID_LEN + ACCESS_KEY_LEN];
+    let len = header.len() + access_key_id.len();
+    buf.get_mut(..header.len())?.copy_from_slice(header);
+    buf.get_mut(header.len()..len)?
+        .copy_from_slice(access_key_id.as_bytes());
+    Some(AadBuf { buf, len })
+}
+
+struct AadBuf {
+    buf: [u8; 2 + MAX_KID_LEN + ACCESS_KEY_LEN],
+    len: usize,
+}
+
+impl AsRef<[u8]> for AadBuf {
+    fn as_ref(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or_default()
+    }
 }
 
 /// Appends the first `chars` base32 characters of `bytes` (5 bits each, most
