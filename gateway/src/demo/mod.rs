@@ -364,6 +364,15 @@ impl Demo {
                 expect: "{\"keys\":[{\"kty\":\"EC\",\"crv\":\"P-256\",\"alg\":\"ES256\",...}]}".into(),
             },
             DemoCommand {
+                title: "checkout assumes CheckoutToOrderRole through the gateway's STS (AWS CLI; boto3 and the SDKs work with the same endpoint URL)".into(),
+                command: format!(
+                    "AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} aws sts assume-role --endpoint-url {url}/sts --region {REGION} --ca-bundle {ca} --role-arn {STS_ROLE} --role-session-name demo",
+                    identity("checkout").map_or("", |i| i.access_key_id),
+                    identity("checkout").map_or("", |i| i.secret),
+                ),
+                expect: "credentials (ASIA... key, secret, session token) whose requests may create orders and nothing else; catalogue's key gets AccessDenied".into(),
+            },
+            DemoCommand {
                 title: "health and readiness (admin listener, plain HTTP)".into(),
                 command: format!("curl -i {}/healthz", self.admin_url),
                 expect: "HTTP 200".into(),
