@@ -243,8 +243,13 @@ impl Gateway {
             sessions: self.sessions.as_ref().map(|s| s as &dyn IdentitySource),
             fallback: credentials.as_ref(),
         };
+        // The SDKs append a `/` to an endpoint URL with a path (`.../sts/`).
         if let Some(sts) = &self.sts
-            && parts.uri.path() == sts.path()
+            && parts
+                .uri
+                .path()
+                .strip_prefix(sts.path())
+                .is_some_and(|rest| rest.is_empty() || rest == "/")
         {
             let rules = self.rules.get();
             return Ok(sts.handle(parts, body, &identity, &rules, ctx).await);

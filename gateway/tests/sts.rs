@@ -299,6 +299,28 @@ async fn web_identity_tokens_get_sessions_and_bad_ones_fail() {
     );
     assert!(xml_field(&xml, "AccessKeyId").starts_with("ASIA"));
 
+    // The same through the Rust SDK (it sends AssumeRoleWithWebIdentity unsigned).
+    let sdk = sdk_client(
+        &url,
+        &std::fs::read(demo.ca_path()).unwrap(),
+        ("AKIAUNUSED0000000000", "unused-secret-unused-secret", None),
+    );
+    let out = sdk
+        .assume_role_with_web_identity()
+        .role_arn(WEB_ROLE)
+        .role_session_name("checkout-sa")
+        .web_identity_token(good.token(K8S, "system:serviceaccount:checkout:checkout-sa", AUD, 600))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.provider(), Some(K8S));
+    assert!(
+        out.credentials()
+            .unwrap()
+            .access_key_id()
+            .starts_with("ASIA")
+    );
+
     for (what, token, status, code) in [
         (
             "wrong issuer",
@@ -343,4 +365,214 @@ async fn web_identity_tokens_get_sessions_and_bad_ones_fail() {
     running.shutdown().await;
     demo.shutdown().await;
     let _ = std::fs::remove_dir_all(dir);
+}
+
+// ---------------------------------------------------------------------------------------
+// The Rust SDK (`aws-sdk-sts`, lean: rustls/ring, hyper 1) against the same STS.
+
+fn sdk_client(endpoint: &str, ca: &[u8], key: (&str, &str, Option<&str>)) -> aws_sdk_sts::Client {
+    use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
+    let http = aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::Ring))
+        .tls_context(
+            TlsContext::builder()
+                .with_trust_store(TrustStore::empty().with_pem_certificate(ca.to_vec()))
+                .build()
+                .unwrap(),
+        )
+        .build_https();
+    let conf = aws_sdk_sts::Config::builder()
+        .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
+        .region(aws_sdk_sts::config::Region::new("eu-west-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_sts::config::Credentials::new(
+            key.0,
+            key.1,
+            key.2.map(str::to_string),
+            None,
+            "test",
+        ))
+        .http_client(http)
+        .build();
+    aws_sdk_sts::Client::from_conf(conf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_sdk_assumes_a_role_and_the_session_creates_an_order() {
+    let (demo, dir) = demo("sdk").await;
+    let endpoint = format!("https://127.0.0.1:{}/sts", demo.addr().port());
+    let ca = std::fs::read(demo.ca_path()).unwrap();
+    let checkout = sdk_client(
+        &endpoint,
+        &ca,
+        (
+            "AKIADEMOCHECKOUT0001",
+            "demo+checkout+secret+key+not+for+production",
+            None,
+        ),
+    );
+    let me = checkout.get_caller_identity().send().await.unwrap();
+    assert_eq!(
+        me.arn(),
+        Some("arn:aws:iam::111122223333:role/CheckoutPBCRole")
+    );
+    assert_eq!(me.account(), Some("111122223333"));
+    let out = checkout
+        .assume_role()
+        .role_arn(WEB_ROLE)
+        .role_session_name("sdk-1")
+        .tags(
+            aws_sdk_sts::types::Tag::builder()
+                .key("team")
+                .value("checkout")
+                .build()
+                .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let creds = out.credentials().unwrap();
+    assert!(creds.access_key_id().starts_with("ASIA"));
+    let session = sdk_client(
+        &endpoint,
+        &ca,
+        (
+            creds.access_key_id(),
+            creds.secret_access_key(),
+            Some(creds.session_token()),
+        ),
+    );
+    let me = session.get_caller_identity().send().await.unwrap();
+    assert_eq!(
+        me.arn(),
+        Some("arn:aws:sts::111122223333:assumed-role/CheckoutToOrderRole/sdk-1")
+    );
+    assert!(me.user_id().unwrap().ends_with(":sdk-1"));
+
+    // The session's credentials on the mesh: order yes, payment no.
+    let call = |method: &str, path: &str| {
+        let url = format!("https://127.0.0.1:{}{path}", demo.addr().port());
+        signed_with_token(
+            (
+                creds.access_key_id(),
+                creds.secret_access_key(),
+                creds.session_token(),
+            ),
+            method,
+            &url,
+        )
+    };
+    let post = reqwest_like_sender(&ca);
+    assert_eq!(post(call("POST", "/order/orders")).await.0, 200);
+    let (status, body) = post(call("POST", "/payment/payments")).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("AccessDenied"), "{body}");
+
+    // A trust policy that does not name the caller.
+    let catalogue = sdk_client(
+        &endpoint,
+        &ca,
+        (
+            "AKIADEMOCATALOGUE001",
+            "demo+catalogue+secret+key+not+for+production",
+            None,
+        ),
+    );
+    let err = catalogue
+        .assume_role()
+        .role_arn(WEB_ROLE)
+        .role_session_name("x1")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(
+        aws_sdk_sts::error::ProvideErrorMetadata::code(&err),
+        Some("AccessDenied"),
+        "{err:?}"
+    );
+    demo.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A POST (empty JSON body) signed for execute-api with session credentials.
+fn signed_with_token(
+    key: (&str, &str, &str),
+    method: &str,
+    url: &str,
+) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    let identity =
+        aws_credential_types::Credentials::new(key.0, key.1, Some(key.2.to_string()), None, "t")
+            .into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("eu-west-1")
+        .name("execute-api")
+        .time(SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .unwrap()
+        .into();
+    let host = url.split('/').nth(2).unwrap().to_string();
+    let body = b"{}";
+    let headers = [
+        ("host", host.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let signable = SignableRequest::new(
+        method,
+        url,
+        headers.iter().copied(),
+        SignableBody::Bytes(body),
+    )
+    .unwrap();
+    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+    let mut req = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let mut req = req
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(body)))
+        .unwrap();
+    instructions.apply_to_request_http1x(&mut req);
+    req
+}
+
+/// A pending (status, body) of a sent request.
+type Sent = std::pin::Pin<Box<dyn std::future::Future<Output = (u16, String)> + Send>>;
+
+/// Sends requests over TLS trusting `ca`.
+fn reqwest_like_sender(
+    ca: &[u8],
+) -> impl Fn(http::Request<http_body_util::Full<bytes::Bytes>>) -> Sent + use<> {
+    use http_body_util::BodyExt;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(ca) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .build();
+    let client: hyper_util::client::legacy::Client<_, http_body_util::Full<bytes::Bytes>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector);
+    move |req| {
+        let client = client.clone();
+        Box::pin(async move {
+            let resp = client.request(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8_lossy(&body).into_owned())
+        })
+    }
 }
