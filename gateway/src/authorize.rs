@@ -126,6 +126,9 @@ fn strip_prefix<'p>(path: &'p str, prefix: &str) -> Option<&'p str> {
     (rest.is_empty() || rest.starts_with('/')).then_some(rest)
 }
 
+/// The tag a session's source identity is matched by in rule conditions.
+pub const SOURCE_IDENTITY_TAG: &str = "aws:SourceIdentity";
+
 /// Headers that ask an upstream framework to use another method or path than the
 /// request line's. The matrix decides on the request line, so these are refused.
 pub const OVERRIDE_HEADERS: [&str; 8] = [
@@ -214,10 +217,18 @@ pub fn authorize(
         .path_and_query
         .split_once('?')
         .map_or(route.path_and_query.as_str(), |(p, _)| p);
+    // The source identity reaches the rules as the tag `aws:SourceIdentity`, the
+    // condition key IAM uses for it (`principal_tags = { "aws:SourceIdentity" = ... }`).
     let tags: Vec<(&str, &str)> = principal
         .tags
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain(
+            principal
+                .source_identity
+                .as_deref()
+                .map(|s| (SOURCE_IDENTITY_TAG, s)),
+        )
         .collect();
     let decision = rules.decide(&AuthzRequest {
         caller: Caller::Principal(&principal.role_arn),
@@ -307,6 +318,48 @@ mod tests {
                 "{h}"
             );
         }
+    }
+
+    #[test]
+    fn the_source_identity_is_a_tag_rules_can_require() {
+        let rules = Rules::parse(
+            r#"
+[[pbc]]
+name = "order"
+[[allow]]
+id = "alice-only"
+caller = "arn:aws:iam::1:role/R"
+target = "order"
+methods = ["GET"]
+paths = ["/orders"]
+principal_tags = { "aws:SourceIdentity" = "alice" }
+"#,
+            "r.toml",
+        )
+        .unwrap();
+        let routes = Routes::new(&[target("order", None, Some("/order"))]);
+        let ctx = RequestContext {
+            request_id: "r".into(),
+            conn: std::sync::Arc::new(crate::context::ConnInfo {
+                peer: "127.0.0.1:1".parse().unwrap(),
+                local: "127.0.0.1:2".parse().unwrap(),
+                tls: true,
+                client_identity: None,
+            }),
+            received: std::time::Instant::now(),
+            now: 0,
+        };
+        let principal = |si: Option<&str>| Principal {
+            role_arn: "arn:aws:iam::1:role/R".into(),
+            arn: "arn:aws:sts::1:assumed-role/R/s".into(),
+            access_key_id: "ASIAEXAMPLE".into(),
+            tags: vec![],
+            source_identity: si.map(Into::into),
+        };
+        let p = parts("GET", "/order/orders", None);
+        assert!(authorize(&rules, &routes, principal(Some("alice")), &p, &ctx).is_ok());
+        assert!(authorize(&rules, &routes, principal(Some("mallory")), &p, &ctx).is_err());
+        assert!(authorize(&rules, &routes, principal(None), &p, &ctx).is_err());
     }
 
     #[test]
