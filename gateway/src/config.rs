@@ -59,6 +59,10 @@ pub struct StsConfig {
     /// service-account tokens, SPIFFE JWT-SVIDs, ...).
     #[serde(default, rename = "oidc_issuer")]
     pub oidc_issuers: Vec<crate::sts::web_identity::OidcIssuerConfig>,
+    /// The AWS bridge: `AssumeRoleWithAWSIdentity` with a signed `GetCallerIdentity`
+    /// request (unset: the action is refused).
+    #[serde(default)]
+    pub aws_bridge: Option<crate::sts::bridge::AwsBridgeConfig>,
 }
 
 /// Who may assume a role with a web identity token.
@@ -106,6 +110,11 @@ pub struct RoleConfig {
     /// Who may `AssumeRoleWithWebIdentity` it.
     #[serde(default)]
     pub web_identity: Vec<WebIdentityTrust>,
+    /// Real AWS principals (role or user ARN patterns, e.g.
+    /// `arn:aws:iam::444455556666:role/*CheckoutTaskRole`) that may
+    /// `AssumeRoleWithAWSIdentity` it through `[sts.aws_bridge]`.
+    #[serde(default)]
+    pub aws_principals: Vec<String>,
 }
 
 /// The public listener.
@@ -638,6 +647,12 @@ impl Config {
                     format!("sts.path `{}` must look like `/sts`", sts.path),
                 );
             }
+            if let Some(bridge) = &sts.aws_bridge {
+                let line = find("[sts.aws_bridge]");
+                for p in bridge.problems() {
+                    err(line, format!("sts.aws_bridge: {p}"));
+                }
+            }
             for k in &sts.keys {
                 if k.secret_file.is_some() == k.secret_env.is_some() {
                     err(
@@ -682,6 +697,26 @@ impl Config {
                         r.arn
                     ),
                 );
+            }
+        }
+        for r in &config.roles {
+            if r.aws_principals.is_empty() {
+                continue;
+            }
+            let line = find(&format!("arn = \"{}\"", r.arn));
+            if config.sts.as_ref().is_none_or(|s| s.aws_bridge.is_none()) {
+                err(
+                    line,
+                    format!(
+                        "role `{}`: aws_principals needs [sts.aws_bridge] to verify AWS identities",
+                        r.arn
+                    ),
+                );
+            }
+            for p in &r.aws_principals {
+                if let Err(e) = authz_rules::principal::ArnPattern::parse(p) {
+                    err(line, format!("role `{}`: aws_principals: {e}", r.arn));
+                }
             }
         }
         for r in &config.roles {
@@ -748,6 +783,9 @@ impl Config {
                     fix(p);
                 }
             }
+            if let Some(ca) = sts.aws_bridge.as_mut().and_then(|b| b.ca_bundle.as_mut()) {
+                fix(ca);
+            }
         }
         fix(&mut self.rules.file);
         if let Some(k) = &mut self.assertion.key_file {
@@ -778,6 +816,14 @@ impl Config {
             "identity.credentials_file",
         ));
         out.push((self.rules.file.clone(), "rules.file"));
+        if let Some(ca) = self
+            .sts
+            .as_ref()
+            .and_then(|s| s.aws_bridge.as_ref())
+            .and_then(|b| b.ca_bundle.as_ref())
+        {
+            out.push((ca.clone(), "sts.aws_bridge.ca_bundle"));
+        }
         if let Some(k) = &self.assertion.key_file {
             out.push((k.clone(), "assertion.key_file"));
         }
@@ -871,6 +917,35 @@ file = "present.toml"
             "{e:?}"
         );
         assert!(e.iter().all(|m| m.starts_with("gw.toml:1")), "{e:?}");
+    }
+
+    #[test]
+    fn aws_bridge_problems_are_reported_with_their_line() {
+        let text = format!(
+            "{BASE}\n[sts]\n\n[sts.aws_bridge]\naudience = \"\"\npartition = \"aws-iso\"\nca_bundle = \"no-such-ca.pem\"\n\n[[role]]\narn = \"arn:aws:iam::111122223333:role/R\"\naws_principals = [\"arn:aws:sts::111122223333:assumed-role/X/s\"]\n"
+        );
+        let e = errors(&text);
+        for needle in [
+            "gw.toml:18: sts.aws_bridge: audience must be",
+            "gw.toml:18: sts.aws_bridge: partition `aws-iso` is not supported",
+            "sts.aws_bridge.ca_bundle",
+            "gw.toml:24: role `arn:aws:iam::111122223333:role/R`: aws_principals: `arn:aws:sts::111122223333:assumed-role/X/s` is an assumed-role session ARN",
+        ] {
+            assert!(
+                e.iter().any(|m| m.contains(needle)),
+                "no `{needle}` in {e:?}"
+            );
+        }
+        // Trusting AWS principals without a bridge to verify them is a mistake.
+        let text = format!(
+            "{BASE}\n[sts]\n\n[[role]]\narn = \"arn:aws:iam::111122223333:role/R\"\naws_principals = [\"arn:aws:iam::444455556666:role/*\"]\n"
+        );
+        let e = errors(&text);
+        assert!(
+            e.iter()
+                .any(|m| m.contains("aws_principals needs [sts.aws_bridge]")),
+            "{e:?}"
+        );
     }
 
     #[test]

@@ -126,12 +126,18 @@ impl Gateway {
                         &sts_config.oidc_issuers,
                     )?)
                 };
+                let aws = sts_config
+                    .aws_bridge
+                    .as_ref()
+                    .map(crate::sts::bridge::AwsBridge::new)
+                    .transpose()?;
                 let endpoint = StsEndpoint::new(
                     sts_config.path.clone(),
                     VerifyStage::new(sts_policy, config.limits.max_body_bytes),
                     keys,
                     roles,
                     web,
+                    aws,
                 );
                 (Some(endpoint), Some(sessions))
             }

@@ -2,6 +2,7 @@
 //! form-encoded POST or a GET query), XML responses and `ErrorResponse`s shaped as
 //! AWS's, so `aws-sdk-sts`, boto3 and the AWS CLI work with an endpoint URL.
 
+use super::bridge::{AwsBridge, BridgeError};
 use super::roles::Roles;
 use super::session::{SessionClaims, SessionKeys};
 use super::web_identity::{WebIdentityError, WebIdentityVerifier};
@@ -29,6 +30,7 @@ pub struct StsEndpoint {
     keys: Arc<SessionKeys>,
     roles: Roles,
     web: Option<WebIdentityVerifier>,
+    aws: Option<AwsBridge>,
     rng: ring::rand::SystemRandom,
 }
 
@@ -62,13 +64,15 @@ fn denied(message: impl Into<String>) -> StsError {
 
 impl StsEndpoint {
     /// An endpoint at `path` verifying signatures with `verify` (scoped to service
-    /// `sts`), and web identity tokens with `web` (if any issuer is configured).
+    /// `sts`), web identity tokens with `web` (if any issuer is configured) and real AWS
+    /// identities with `aws` (if the AWS bridge is configured).
     pub fn new(
         path: String,
         verify: VerifyStage,
         keys: Arc<SessionKeys>,
         roles: Roles,
         web: Option<WebIdentityVerifier>,
+        aws: Option<AwsBridge>,
     ) -> Self {
         Self {
             path,
@@ -76,6 +80,7 @@ impl StsEndpoint {
             keys,
             roles,
             web,
+            aws,
             rng: ring::rand::SystemRandom::new(),
         }
     }
@@ -173,6 +178,7 @@ impl StsEndpoint {
                 self.assume_role(&caller, chained, &params, rules, ctx)
             }
             ("AssumeRoleWithWebIdentity", _) => self.assume_role_with_web_identity(&params, ctx).await,
+            ("AssumeRoleWithAWSIdentity", _) => self.assume_role_with_aws_identity(&params, ctx).await,
             ("GetCallerIdentity" | "AssumeRole", None) => Err(StsError(
                 crate::sigv4::Rejection::new(
                     crate::sigv4::Code::MissingAuthenticationToken,
@@ -184,7 +190,8 @@ impl StsEndpoint {
                 "InvalidAction",
                 format!(
                     "Could not find operation {other} for version 2011-06-15; this gateway serves \
-                     GetCallerIdentity, AssumeRole and AssumeRoleWithWebIdentity."
+                     GetCallerIdentity, AssumeRole, AssumeRoleWithWebIdentity and \
+                     AssumeRoleWithAWSIdentity."
                 ),
             )),
         }
@@ -246,6 +253,72 @@ impl StsEndpoint {
             escape(&identity.subject),
             escape(&identity.audience),
             escape(&identity.issuer),
+            escape(&ctx.request_id),
+        ))
+    }
+
+    /// `AssumeRoleWithAWSIdentity`: like `AssumeRoleWithWebIdentity`, unsigned at the
+    /// gateway; the proof is `Request`, a signed `sts:GetCallerIdentity` request the
+    /// AWS bridge checks and sends to AWS STS (see [`super::bridge`]).
+    async fn assume_role_with_aws_identity(
+        &self,
+        params: &HashMap<String, String>,
+        ctx: &RequestContext,
+    ) -> Result<String, StsError> {
+        let role_arn = required(params, "RoleArn")?;
+        let session_name = required(params, "RoleSessionName")?;
+        check_name("RoleSessionName", session_name)?;
+        let request = required(params, "Request")?;
+        let bridge = self.aws.as_ref().ok_or_else(|| {
+            bad(
+                "InvalidIdentityToken",
+                "This gateway has no AWS bridge: configure [sts.aws_bridge].",
+            )
+        })?;
+        let identity = bridge.verify(request, ctx.now).await.map_err(|e| match e {
+            BridgeError::Invalid(m) => bad("InvalidIdentityToken", m),
+            BridgeError::Upstream(m) => bad("IDPCommunicationError", m),
+        })?;
+        let not_authorized = || {
+            tracing::info!(
+                aws_principal = %identity.principal_arn,
+                role = %role_arn,
+                "sts: AssumeRoleWithAWSIdentity not trusted"
+            );
+            denied(format!(
+                "AWS principal {} is not authorized to perform sts:AssumeRoleWithAWSIdentity on {role_arn}",
+                identity.principal_arn
+            ))
+        };
+        let role = self.roles.get(role_arn).ok_or_else(not_authorized)?;
+        if !role.trusts_aws_principal(&identity.principal_arn) {
+            return Err(not_authorized());
+        }
+        let duration = duration(params, role.max_session_secs, false)?;
+        // No source identity: the AWS principal is logged instead (a caller that wants
+        // one sets it when it chains into another role with AssumeRole).
+        let claims = SessionClaims {
+            role_arn: role.arn.clone(),
+            session_name: session_name.to_string(),
+            source_identity: None,
+            tags: Vec::new(),
+            issued_at: ctx.now,
+            expires_at: ctx.now + duration,
+            chained: false,
+        };
+        let (credentials, assumed) = self.issue(&claims)?;
+        tracing::info!(
+            aws_principal = %identity.principal_arn,
+            aws_caller = %identity.caller_arn,
+            cached = identity.cached,
+            role = %role.arn,
+            session = %session_name,
+            expires_at = claims.expires_at,
+            "sts: AssumeRoleWithAWSIdentity"
+        );
+        Ok(format!(
+            "<AssumeRoleWithAWSIdentityResponse xmlns=\"{XMLNS}\"><AssumeRoleWithAWSIdentityResult>{assumed}{credentials}<AWSPrincipalArn>{}</AWSPrincipalArn><PackedPolicySize>0</PackedPolicySize></AssumeRoleWithAWSIdentityResult><ResponseMetadata><RequestId>{}</RequestId></ResponseMetadata></AssumeRoleWithAWSIdentityResponse>",
+            escape(&identity.principal_arn),
             escape(&ctx.request_id),
         ))
     }

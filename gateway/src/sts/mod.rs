@@ -1,7 +1,10 @@
 //! The gateway's STS: an endpoint speaking AWS's Query protocol ([`endpoint`]) that
 //! issues stateless session credentials ([`session`]) for configured roles
-//! ([`roles`]), and the verifier of web identity tokens ([`web_identity`]).
+//! ([`roles`]), the verifier of web identity tokens ([`web_identity`]) and the AWS
+//! bridge, which accepts signed `GetCallerIdentity` requests as proof of a real AWS
+//! identity ([`bridge`]).
 
+pub mod bridge;
 pub mod endpoint;
 pub mod roles;
 pub mod session;

@@ -28,6 +28,7 @@ pub struct Role {
     pub revoke_before: Option<i64>,
     trust: Vec<Trusted>,
     web_identity: Vec<crate::config::WebIdentityTrust>,
+    aws_principals: Vec<ArnPattern>,
 }
 
 impl Role {
@@ -48,6 +49,12 @@ impl Role {
                     .iter()
                     .any(|p| crate::sts::web_identity::sub_matches(p, subject))
         })
+    }
+
+    /// Does the trust policy accept this real AWS principal (the role ARN, path
+    /// included, or the user ARN the AWS bridge verified)?
+    pub fn trusts_aws_principal(&self, arn: &str) -> bool {
+        self.aws_principals.iter().any(|p| p.matches(arn))
     }
 }
 
@@ -72,6 +79,13 @@ impl Roles {
                     trust.push(Trusted::Pbc(t.clone()));
                 }
             }
+            let aws_principals = c
+                .aws_principals
+                .iter()
+                .map(|p| {
+                    ArnPattern::parse(p).map_err(|e| format!("role {}: aws_principals: {e}", c.arn))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             let revoke_before = match &c.revoke_sessions_before {
                 Some(t) => Some(
                     authz_rules::condition::parse_rfc3339(t)
@@ -88,6 +102,7 @@ impl Roles {
                     revoke_before,
                     trust,
                     web_identity: c.web_identity.clone(),
+                    aws_principals,
                 },
             );
         }
