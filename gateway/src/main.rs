@@ -167,6 +167,18 @@ fn check_config(file: &std::path::Path) -> ExitCode {
         failed = true;
         println!("error: {}: {e}", file.display());
     }
+    if let Some(sts) = &config.sts {
+        if let Err(e) = gateway::sts::load_keys(&sts.keys) {
+            failed = true;
+            println!("error: {}: {e}", file.display());
+        }
+        if !sts.oidc_issuers.is_empty()
+            && let Err(e) = gateway::sts::web_identity::WebIdentityVerifier::new(&sts.oidc_issuers)
+        {
+            failed = true;
+            println!("error: {}: {e}", file.display());
+        }
+    }
     if let Err(e) = gateway::forward::Forwarder::new(&config.targets) {
         failed = true;
         println!("error: {}: {e}", file.display());
