@@ -57,6 +57,7 @@ fn claims() -> SessionClaims {
         issued_at: T0,
         expires_at: T0 + 3600,
         chained: false,
+        origin_issued_at: None,
     }
 }
 

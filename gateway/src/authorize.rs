@@ -219,9 +219,11 @@ pub fn authorize(
         .map_or(route.path_and_query.as_str(), |(p, _)| p);
     // The source identity reaches the rules as the tag `aws:SourceIdentity`, the
     // condition key IAM uses for it (`principal_tags = { "aws:SourceIdentity" = ... }`).
+    // Tags in the `aws:` namespace are AWS's to set; a session tag must never pose as one.
     let tags: Vec<(&str, &str)> = principal
         .tags
         .iter()
+        .filter(|(k, _)| !k.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("aws:")))
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .chain(
             principal

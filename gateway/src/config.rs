@@ -681,6 +681,36 @@ impl Config {
             if !role_arns.insert(r.arn.clone()) {
                 err(line, format!("role `{}` is declared twice", r.arn));
             }
+            let usable = crate::sts::session::SessionClaims {
+                role_arn: r.arn.clone(),
+                session_name: "check".into(),
+                source_identity: None,
+                tags: Vec::new(),
+                issued_at: 0,
+                expires_at: 900,
+                chained: false,
+                origin_issued_at: None,
+            }
+            .assumed_role_arn()
+            .is_ok();
+            if !usable {
+                err(
+                    line,
+                    format!(
+                        "role `{}` is not a role ARN sessions can be issued for (arn:PARTITION:iam::12-DIGIT-ACCOUNT:role/[PATH/]NAME)",
+                        r.arn
+                    ),
+                );
+            }
+            if r.external_id.as_deref().is_some_and(str::is_empty) {
+                err(
+                    line,
+                    format!(
+                        "role `{}`: external_id must not be empty (remove it to require none)",
+                        r.arn
+                    ),
+                );
+            }
             if !(900..=43_200).contains(&r.max_session_secs) {
                 err(
                     line,

@@ -118,7 +118,9 @@ impl Gateway {
                 }
                 let mut sts_policy = Policy::new(config.sigv4.regions.clone(), ["sts"]);
                 sts_policy.max_skew_secs = config.sigv4.max_skew_secs;
-                let sessions = SessionSource::new(Arc::clone(&keys), roles.revocations());
+                sts_policy.required_signed_headers = config.sigv4.required_signed_headers.clone();
+                let sessions = SessionSource::new(Arc::clone(&keys), roles.revocations())
+                    .with_roles(roles.arns().cloned());
                 let web = if sts_config.oidc_issuers.is_empty() {
                     None
                 } else {

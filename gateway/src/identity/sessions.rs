@@ -19,15 +19,25 @@ pub struct SessionSource {
     /// Per role ARN (path included): sessions issued before this time (Unix seconds)
     /// are refused, as AWS's "revoke active sessions" does.
     revoked_before: HashMap<String, i64>,
+    /// The roles still configured; `None`: any role the keys sealed.
+    roles: Option<std::collections::HashSet<String>>,
 }
 
 impl SessionSource {
+    /// Refuses sessions of roles not in `roles` (a role removed from the configuration
+    /// ends its live sessions).
+    pub fn with_roles(mut self, roles: impl IntoIterator<Item = String>) -> Self {
+        self.roles = Some(roles.into_iter().collect());
+        self
+    }
+
     /// A source opening tokens with `keys`, refusing sessions of a role issued before
     /// `revoked_before[role ARN]`.
     pub fn new(keys: Arc<SessionKeys>, revoked_before: HashMap<String, i64>) -> Self {
         Self {
             keys,
             revoked_before,
+            roles: None,
         }
     }
 
@@ -72,8 +82,19 @@ impl IdentitySource for SessionSource {
             )));
         };
         let (claims, secret) = self.keys.open(access_key_id, token)?;
+        if self
+            .roles
+            .as_ref()
+            .is_some_and(|roles| !roles.contains(&claims.role_arn))
+        {
+            return Err(invalid(format!(
+                "The security token included in the request is invalid: role {} is no longer assumable through this gateway.",
+                claims.role_arn
+            )));
+        }
+        // The chain's start, not this session's: renewing by chaining must not escape a cutoff.
         if let Some(&cutoff) = self.revoked_before.get(&claims.role_arn)
-            && claims.issued_at < cutoff
+            && claims.chain_started_at() < cutoff
         {
             return Err(invalid(format!(
                 "The security token included in the request is invalid: sessions of role {} issued \
@@ -188,6 +209,7 @@ secret = "demo+checkout+secret+key+not+for+production"
             issued_at,
             expires_at: issued_at + 900,
             chained: false,
+            origin_issued_at: None,
         }
     }
 
@@ -270,6 +292,28 @@ secret = "demo+checkout+secret+key+not+for+production"
         assert!(e.message().contains("revoked"), "{e}");
         assert!(e.message().contains("20231114T221500Z"), "{e}");
         assert!(!e.message().contains(&old.session_token[..30]), "{e}");
+        // Renewed by chaining after the cutoff, from a chain begun before it: still revoked.
+        let mut renewed = claims(cutoff + 10);
+        renewed.chained = true;
+        renewed.origin_issued_at = Some(cutoff - 50);
+        let renewed = keys.issue(&renewed, &SystemRandom::new()).unwrap();
+        rejected(
+            source.resolve(
+                &renewed.access_key_id,
+                Some(&renewed.session_token),
+                cutoff + 20,
+            ),
+            Code::InvalidClientTokenId,
+        );
+        // A role no longer configured ends its sessions.
+        let fresh = issue(&keys, cutoff + 1);
+        let gone = SessionSource::new(Arc::clone(&keys), HashMap::new())
+            .with_roles(["arn:aws:iam::111122223333:role/Other".to_owned()]);
+        let e = rejected(
+            gone.resolve(&fresh.access_key_id, Some(&fresh.session_token), cutoff + 2),
+            Code::InvalidClientTokenId,
+        );
+        assert!(e.message().contains("no longer assumable"), "{e}");
         // Issued at or after the cutoff: fine.
         for t in [cutoff, cutoff + 1] {
             let new = issue(&keys, t);

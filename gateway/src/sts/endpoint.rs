@@ -124,13 +124,31 @@ impl StsEndpoint {
         let query = parts.uri.query().unwrap_or("").to_string();
         let signed = parts.headers.contains_key(http::header::AUTHORIZATION)
             || query.contains("X-Amz-Signature=");
-        let (caller, chained, form) = if signed {
+        let (caller, chain_origin, form) = if signed {
+            let presigned = query.contains("X-Amz-Signature=");
+            let unsigned_payload = parts
+                .headers
+                .get("x-amz-content-sha256")
+                .is_some_and(|v| v.as_bytes() == b"UNSIGNED-PAYLOAD");
             let authn = self.verify.run(parts, body, identity, ctx.now).await?;
-            let chained = authn.verified.has_session_token;
             let form = collect(authn.body).await?;
-            (Some(authn.principal), chained, form)
+            // The body is the operation: it must be covered by the signature. A presigned
+            // URL or UNSIGNED-PAYLOAD leaves it free, so STS refuses a body with either.
+            if !form.is_empty() && (presigned || unsigned_payload) {
+                return Err(bad(
+                    "InvalidParameterValue",
+                    "An STS request signed without its body (presigned or UNSIGNED-PAYLOAD) must \
+                     carry its parameters in the signed query, not a body.",
+                ));
+            }
+            let origin = if authn.verified.has_session_token {
+                Some(self.chain_origin(parts, &query, &authn.principal, ctx.now))
+            } else {
+                None
+            };
+            (Some(authn.principal), origin, form)
         } else {
-            (None, false, collect(body).await?)
+            (None, None, collect(body).await?)
         };
         let mut params = parse_form(&query)?;
         let is_form = parts
@@ -172,10 +190,11 @@ impl StsEndpoint {
                 "The request must contain the parameter Action.",
             )
         })?;
+        check_parameters(&action, &params)?;
         match (action.as_str(), caller) {
             ("GetCallerIdentity", Some(caller)) => Ok(get_caller_identity(&caller, &ctx.request_id)),
             ("AssumeRole", Some(caller)) => {
-                self.assume_role(&caller, chained, &params, rules, ctx)
+                self.assume_role(&caller, chain_origin, &params, rules, ctx)
             }
             ("AssumeRoleWithWebIdentity", _) => self.assume_role_with_web_identity(&params, ctx).await,
             ("AssumeRoleWithAWSIdentity", _) => self.assume_role_with_aws_identity(&params, ctx).await,
@@ -238,6 +257,7 @@ impl StsEndpoint {
             issued_at: ctx.now,
             expires_at: ctx.now + duration,
             chained: false,
+            origin_issued_at: None,
         };
         let (credentials, assumed) = self.issue(&claims)?;
         tracing::info!(
@@ -305,6 +325,7 @@ impl StsEndpoint {
             issued_at: ctx.now,
             expires_at: ctx.now + duration,
             chained: false,
+            origin_issued_at: None,
         };
         let (credentials, assumed) = self.issue(&claims)?;
         tracing::info!(
@@ -349,14 +370,34 @@ impl StsEndpoint {
         Ok((credentials, user))
     }
 
+    /// When the caller's session chain began (the caller signed with a session token,
+    /// which verified, so it opens; `now` if it somehow does not).
+    fn chain_origin(&self, parts: &Parts, query: &str, caller: &Principal, now: i64) -> i64 {
+        let token = parts
+            .headers
+            .get("x-amz-security-token")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .or_else(|| {
+                query
+                    .split('&')
+                    .find_map(|p| p.strip_prefix("X-Amz-Security-Token="))
+                    .and_then(|t| decode(t).ok())
+            });
+        token
+            .and_then(|t| self.keys.open(&caller.access_key_id, &t).ok())
+            .map_or(now, |(claims, _)| claims.chain_started_at())
+    }
+
     fn assume_role(
         &self,
         caller: &Principal,
-        chained: bool,
+        chain_origin: Option<i64>,
         params: &HashMap<String, String>,
         rules: &Rules,
         ctx: &RequestContext,
     ) -> Result<String, StsError> {
+        let chained = chain_origin.is_some();
         let role_arn = required(params, "RoleArn")?;
         let session_name = required(params, "RoleSessionName")?;
         check_name("RoleSessionName", session_name)?;
@@ -398,6 +439,7 @@ impl StsEndpoint {
             issued_at: ctx.now,
             expires_at: ctx.now + duration,
             chained,
+            origin_issued_at: chain_origin,
         };
         let (credentials, assumed) = self.issue(&claims)?;
         tracing::info!(
@@ -432,6 +474,7 @@ fn get_caller_identity(caller: &Principal, request_id: &str) -> String {
             issued_at: 0,
             expires_at: 0,
             chained: false,
+            origin_issued_at: None,
         }
         .user_id()
     } else {
@@ -488,6 +531,53 @@ fn duration(
     Ok(d)
 }
 
+/// Refuses parameters an action does not support here: session policies, MFA,
+/// transitive tags and the like would be silently ignored otherwise, and a caller
+/// scoping credentials down would get the whole role.
+fn check_parameters(action: &str, params: &HashMap<String, String>) -> Result<(), StsError> {
+    let allowed: &[&str] = match action {
+        "GetCallerIdentity" => &[],
+        "AssumeRole" => &[
+            "RoleArn",
+            "RoleSessionName",
+            "DurationSeconds",
+            "ExternalId",
+            "SourceIdentity",
+        ],
+        "AssumeRoleWithWebIdentity" => &[
+            "RoleArn",
+            "RoleSessionName",
+            "DurationSeconds",
+            "WebIdentityToken",
+        ],
+        "AssumeRoleWithAWSIdentity" => {
+            &["RoleArn", "RoleSessionName", "DurationSeconds", "Request"]
+        }
+        _ => return Ok(()),
+    };
+    for name in params.keys() {
+        let ok = matches!(name.as_str(), "Action" | "Version")
+            || name.starts_with("X-Amz-")
+            || allowed.contains(&name.as_str())
+            || (action == "AssumeRole"
+                && name.strip_prefix("Tags.member.").is_some_and(|rest| {
+                    rest.split_once('.').is_some_and(|(n, field)| {
+                        n.bytes().all(|b| b.is_ascii_digit()) && matches!(field, "Key" | "Value")
+                    })
+                }));
+        if !ok {
+            return Err(bad(
+                "InvalidParameterValue",
+                format!(
+                    "The parameter {name} is not supported by this gateway's {action} (session \
+                     policies, MFA and transitive tags are not): remove it."
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn required<'p>(params: &'p HashMap<String, String>, name: &str) -> Result<&'p str, StsError> {
     params
         .get(name)
@@ -531,6 +621,21 @@ fn session_tags(params: &HashMap<String, String>) -> Result<Vec<(String, String)
                     return Err(bad(
                         "ValidationError",
                         "Tag keys are 1 to 128 characters, values at most 256.",
+                    ));
+                }
+                if k.len() >= 4 && k.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("aws:")) {
+                    return Err(bad(
+                        "ValidationError",
+                        format!("Tag key {k} is reserved: keys starting with aws: are AWS's."),
+                    ));
+                }
+                if tags
+                    .iter()
+                    .any(|(seen, _): &(String, String)| seen.eq_ignore_ascii_case(k))
+                {
+                    return Err(bad(
+                        "ValidationError",
+                        format!("Tag key {k} is given twice (tag keys ignore case)."),
                     ));
                 }
                 tags.push((k.clone(), v.cloned().unwrap_or_default()));
@@ -593,6 +698,7 @@ fn decode(s: &str) -> Result<String, StsError> {
             b'%' => {
                 let hex = bytes
                     .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
                     .ok_or_else(|| {
@@ -618,6 +724,11 @@ pub fn escape(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
+            // Characters XML 1.0 cannot carry: echoed input must not break the SDKs' parsers.
+            c if !matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..) =>
+            {
+                out.push('\u{FFFD}');
+            }
             c => out.push(c),
         }
     }
@@ -668,6 +779,46 @@ mod tests {
         assert!(parse_form("Action=A&Action=B").is_err());
         assert!(parse_form("A=%zz").is_err());
         assert_eq!(escape("<a&'\">"), "&lt;a&amp;&apos;&quot;&gt;");
+    }
+
+    #[test]
+    fn unsupported_parameters_reserved_tags_and_bad_escapes_are_refused() {
+        let params = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        for extra in [
+            "Policy",
+            "PolicyArns.member.1.arn",
+            "SerialNumber",
+            "TokenCode",
+            "TransitiveTagKeys.member.1",
+        ] {
+            let p = params(&[("Action", "AssumeRole"), ("RoleArn", "r"), (extra, "x")]);
+            assert!(check_parameters("AssumeRole", &p).is_err(), "{extra}");
+        }
+        let ok = params(&[
+            ("Action", "AssumeRole"),
+            ("Tags.member.1.Key", "k"),
+            ("Tags.member.1.Value", "v"),
+        ]);
+        assert!(check_parameters("AssumeRole", &ok).is_ok());
+        let reserved = params(&[
+            ("Tags.member.1.Key", "AWS:SourceIdentity"),
+            ("Tags.member.1.Value", "alice"),
+        ]);
+        assert!(session_tags(&reserved).is_err());
+        let twice = params(&[
+            ("Tags.member.1.Key", "Team"),
+            ("Tags.member.1.Value", "x"),
+            ("Tags.member.2.Key", "team"),
+            ("Tags.member.2.Value", "y"),
+        ]);
+        assert!(session_tags(&twice).is_err());
+        assert!(decode("Get%+1").is_err());
+        assert_eq!(escape("a\u{1}b\u{FFFE}"), "a\u{FFFD}b\u{FFFD}");
     }
 
     #[test]

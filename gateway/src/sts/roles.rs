@@ -114,6 +114,11 @@ impl Roles {
         self.by_arn.get(arn)
     }
 
+    /// The configured role ARNs.
+    pub fn arns(&self) -> impl Iterator<Item = &String> {
+        self.by_arn.keys()
+    }
+
     /// Role ARN -> "refuse sessions issued before", for the session identity source.
     pub fn revocations(&self) -> HashMap<String, i64> {
         self.by_arn

@@ -377,6 +377,18 @@ pub struct SessionClaims {
     pub expires_at: i64,
     /// Issued from another session: AWS caps role chaining at one hour.
     pub chained: bool,
+    /// For a chained session, when the first session of the chain was issued: revocation
+    /// compares with this, so renewing a session by chaining does not escape a cutoff.
+    pub origin_issued_at: Option<i64>,
+}
+
+impl SessionClaims {
+    /// When the chain this session belongs to began (its own issue time for a first hop).
+    pub fn chain_started_at(&self) -> i64 {
+        self.origin_issued_at
+            .unwrap_or(self.issued_at)
+            .min(self.issued_at)
+    }
 }
 
 /// The parts of a role ARN an assumed-role ARN is made of.
@@ -604,7 +616,7 @@ fn put_str(out: &mut Vec<u8>, s: &str, what: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The claims, compactly: flags, issued_at, expires_at (i64 big-endian), role ARN,
+/// The claims, compactly: flags, issued_at, expires_at, chain start (i64 big-endian), role ARN,
 /// session name, [source identity], tag count, tags; strings are u16-length-prefixed
 /// UTF-8.
 fn encode_claims(c: &SessionClaims, out: &mut Vec<u8>) -> Result<(), String> {
@@ -618,6 +630,7 @@ fn encode_claims(c: &SessionClaims, out: &mut Vec<u8>) -> Result<(), String> {
     out.push(flags);
     out.extend_from_slice(&c.issued_at.to_be_bytes());
     out.extend_from_slice(&c.expires_at.to_be_bytes());
+    out.extend_from_slice(&c.chain_started_at().to_be_bytes());
     put_str(out, &c.role_arn, "role ARN")?;
     put_str(out, &c.session_name, "session name")?;
     if let Some(s) = &c.source_identity {
@@ -662,6 +675,7 @@ fn decode_claims(plain: &[u8]) -> Option<SessionClaims> {
     }
     let issued_at = r.i64()?;
     let expires_at = r.i64()?;
+    let origin = r.i64()?;
     let role_arn = r.string()?;
     let session_name = r.string()?;
     let source_identity = if flags & FLAG_SOURCE_IDENTITY != 0 {
@@ -685,6 +699,7 @@ fn decode_claims(plain: &[u8]) -> Option<SessionClaims> {
         issued_at,
         expires_at,
         chained: flags & FLAG_CHAINED != 0,
+        origin_issued_at: (origin != issued_at).then_some(origin),
     })
 }
 
@@ -723,6 +738,7 @@ mod tests {
             issued_at: T0,
             expires_at: T0 + 3600,
             chained: false,
+            origin_issued_at: None,
         }
     }
 
@@ -762,6 +778,7 @@ mod tests {
             source_identity: None,
             tags: vec![],
             chained: true,
+            origin_issued_at: None,
             ..c
         };
         let creds = set.issue(&bare, &rng).unwrap();
@@ -914,6 +931,7 @@ mod tests {
         });
         let e = refuse(SessionClaims {
             chained: true,
+            origin_issued_at: None,
             expires_at: T0 + 3601,
             ..claims()
         });
@@ -921,6 +939,7 @@ mod tests {
         set.issue(
             &SessionClaims {
                 chained: true,
+                origin_issued_at: None,
                 ..claims()
             },
             &rng,
@@ -1062,6 +1081,7 @@ mod tests {
                 issued_at: issued,
                 expires_at: issued + secs,
                 chained,
+                origin_issued_at: None,
             };
             let creds = set.issue(&c, &SystemRandom::new()).unwrap();
             let (opened, secret) = set.open(&creds.access_key_id, &creds.session_token).unwrap();
