@@ -273,6 +273,9 @@ impl Gateway {
         let permit = authorize(&rules, &self.routes, authenticated.principal, &parts, ctx)?;
         tracing::info!(
             principal = %permit.principal.arn,
+            role = %permit.principal.role_arn,
+            source_identity = permit.principal.source_identity.as_deref().unwrap_or("-"),
+            access_key_id = %permit.principal.access_key_id,
             caller_pbc = permit.caller_pbc.as_deref().unwrap_or("-"),
             target = %permit.route.target,
             rule = %permit.rule_id,

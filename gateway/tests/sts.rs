@@ -321,6 +321,42 @@ async fn web_identity_tokens_get_sessions_and_bad_ones_fail() {
             .starts_with("ASIA")
     );
 
+    // And through boto3 (unsigned, as botocore sends it).
+    if has_boto3() {
+        let token = good.token(K8S, "system:serviceaccount:checkout:checkout-sa", AUD, 600);
+        let script = "import sys, boto3\n\
+            sts = boto3.client('sts', endpoint_url=sys.argv[1], region_name='eu-west-1', verify=sys.argv[2])\n\
+            r = sts.assume_role_with_web_identity(RoleArn=sys.argv[3], RoleSessionName='boto3-sa', WebIdentityToken=sys.argv[4])\n\
+            print(r['AssumedRoleUser']['Arn'], r['Credentials']['AccessKeyId'][:4], r['Provider'])\n";
+        let (url2, ca, role) = (
+            url.clone(),
+            demo.ca_path().to_path_buf(),
+            WEB_ROLE.to_string(),
+        );
+        let out = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(python())
+                .args(["-c", script, &url2])
+                .arg(&ca)
+                .args([role.as_str(), token.as_str()])
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            stdout.trim(),
+            format!(
+                "arn:aws:sts::111122223333:assumed-role/CheckoutToOrderRole/boto3-sa ASIA {K8S}"
+            )
+        );
+    }
+
     for (what, token, status, code) in [
         (
             "wrong issuer",
