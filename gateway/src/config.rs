@@ -681,18 +681,9 @@ impl Config {
             if !role_arns.insert(r.arn.clone()) {
                 err(line, format!("role `{}` is declared twice", r.arn));
             }
-            let usable = crate::sts::session::SessionClaims {
-                role_arn: r.arn.clone(),
-                session_name: "check".into(),
-                source_identity: None,
-                tags: Vec::new(),
-                issued_at: 0,
-                expires_at: 900,
-                chained: false,
-                origin_issued_at: None,
-            }
-            .assumed_role_arn()
-            .is_ok();
+            let usable = crate::sts::session::SessionClaims::first_hop(&r.arn, "check", 0, 900)
+                .assumed_role_arn()
+                .is_ok();
             if !usable {
                 err(
                     line,

@@ -15,14 +15,13 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::error::Error as StdError;
 use std::fmt;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -537,7 +536,7 @@ impl Upstream {
         }
 
         let roots = match (&t.ca_bundle, https) {
-            (Some(path), _) => load_roots(path)?,
+            (Some(path), _) => crate::pki::load_roots(path, "ca_bundle")?,
             (None, true) => {
                 return Err(format!(
                     "https upstream `{}` needs ca_bundle (the CA that signed its certificate)",
@@ -553,12 +552,12 @@ impl Upstream {
             .with_root_certificates(roots);
         let tls = match (&t.client_cert, &t.client_key) {
             (Some(cert), Some(key)) => {
-                let chain = load_certs(cert, "client_cert")?;
+                let chain = crate::pki::load_certs(cert, "client_cert")?;
                 let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| {
                     format!(
                         "client_key `{}`: no usable PEM private key: {}",
                         key.display(),
-                        pem_reason(&e)
+                        crate::pki::pem_reason(&e)
                     )
                 })?;
                 builder.with_client_auth_cert(chain, key_der).map_err(|e| {
@@ -609,7 +608,7 @@ impl Upstream {
 
     /// Turns a client error into a 502 or 504 that says which upstream and what failed.
     fn classify(&self, name: &str, e: &hyper_util::client::legacy::Error) -> GatewayError {
-        let chain = error_chain(e);
+        let chain = crate::pki::error_chain(e);
         let at = format!("upstream `{name}` ({})", self.authority());
         if chain.iter().any(|c| {
             c.downcast_ref::<std::io::Error>()
@@ -713,70 +712,6 @@ impl Upstream {
             }
             other => other.to_string(),
         }
-    }
-}
-
-/// Every error in `e`'s chain, looking inside `io::Error`s too: `io::Error::source`
-/// skips the error it wraps, which is where hyper-rustls puts the rustls error.
-fn error_chain<'a>(e: &'a (dyn StdError + 'static)) -> Vec<&'a (dyn StdError + 'static)> {
-    let mut out = Vec::new();
-    let mut stack = vec![e];
-    while let Some(cur) = stack.pop() {
-        // Bounded: error chains are short, but a cyclic `source` must not loop forever.
-        if out.len() >= 32 {
-            break;
-        }
-        out.push(cur);
-        if let Some(next) = cur.source() {
-            stack.push(next);
-        }
-        if let Some(inner) = cur
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            stack.push(inner);
-        }
-    }
-    out
-}
-
-fn load_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for (i, cert) in load_certs(path, "ca_bundle")?.into_iter().enumerate() {
-        roots.add(cert).map_err(|e| {
-            format!(
-                "ca_bundle `{}`: certificate {} is not usable as a CA: {e}",
-                path.display(),
-                i + 1
-            )
-        })?;
-    }
-    Ok(roots)
-}
-
-fn load_certs(path: &Path, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let file = path.display();
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("{what} `{file}`: {}", pem_reason(&e)))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{what} `{file}`: {}", pem_reason(&e)))?;
-    if certs.is_empty() {
-        return Err(format!("{what} `{file}` holds no PEM certificate"));
-    }
-    Ok(certs)
-}
-
-/// A PEM error in words, without echoing file contents (a key file may be involved).
-fn pem_reason(e: &rustls_pki_types::pem::Error) -> String {
-    use rustls_pki_types::pem::Error as E;
-    match e {
-        E::Io(io) => format!("cannot read it: {io}"),
-        E::NoItemsFound => "no PEM item of the expected kind found".into(),
-        E::MissingSectionEnd { .. } | E::IllegalSectionStart { .. } => {
-            "malformed PEM section".into()
-        }
-        E::Base64Decode(_) => "malformed base64 in PEM".into(),
-        _ => "malformed PEM".into(),
     }
 }
 

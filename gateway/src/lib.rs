@@ -19,6 +19,7 @@ pub mod error;
 pub mod forward;
 pub mod identity;
 pub mod listener;
+pub mod pki;
 pub mod reload;
 pub mod server;
 pub mod sigv4;

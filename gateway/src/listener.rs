@@ -853,7 +853,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 pub fn client_identity(cert_der: &[u8]) -> String {
     match subject_dn(cert_der) {
         Some(dn) if !dn.is_empty() => dn,
-        _ => format!("sha256:{}", hex(Sha256::digest(cert_der).as_slice())),
+        _ => format!(
+            "sha256:{}",
+            crate::sigv4::hex(Sha256::digest(cert_der).as_slice())
+        ),
     }
 }
 
@@ -932,7 +935,7 @@ fn render_name(mut name: &[u8]) -> Option<String> {
                         Some(s) => s.to_string(),
                         None => oid_string(oid)?,
                     };
-                    format!("{key}=#{}", hex(value))
+                    format!("{key}=#{}", crate::sigv4::hex(value))
                 }
             };
             parts.push(part);
@@ -1029,14 +1032,6 @@ fn escape_dn_value(value: &str) -> String {
             }
             c => out.push(c),
         }
-    }
-    out
-}
-
-fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(out, "{b:02x}");
     }
     out
 }

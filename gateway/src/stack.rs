@@ -44,6 +44,8 @@ pub struct Gateway {
     upstreams: HashMap<String, http::Uri>,
     forwarder: Forwarder,
     signer: AssertionSigner,
+    /// `/.well-known/jwks.json`, serialized once: the endpoint is unauthenticated.
+    jwks_body: bytes::Bytes,
     assertion_header: HeaderName,
     sts: Option<StsEndpoint>,
     sessions: Option<SessionSource>,
@@ -145,7 +147,9 @@ impl Gateway {
             }
             None => (None, None),
         };
+        let jwks_body = bytes::Bytes::from(signer.jwks().to_string());
         Ok(Gateway {
+            jwks_body,
             sts,
             sessions,
             verify: VerifyStage::new(policy, config.limits.max_body_bytes),
@@ -348,7 +352,7 @@ impl Gateway {
                 format!("{JWKS_PATH} only answers GET."),
             ));
         }
-        let mut resp = Response::new(body::full(self.signer.jwks().to_string()));
+        let mut resp = Response::new(body::full(self.jwks_body.clone()));
         resp.headers_mut().insert(
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),

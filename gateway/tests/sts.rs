@@ -612,3 +612,53 @@ fn reqwest_like_sender(
         })
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_caller_identity_as_a_signed_get_query() {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings, sign};
+    let (demo, dir) = demo("get").await;
+    let url = format!(
+        "https://127.0.0.1:{}/sts?Action=GetCallerIdentity&Version=2011-06-15",
+        demo.addr().port()
+    );
+    let identity = aws_credential_types::Credentials::new(
+        "AKIADEMOCHECKOUT0001",
+        "demo+checkout+secret+key+not+for+production",
+        None,
+        None,
+        "t",
+    )
+    .into();
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("eu-west-1")
+        .name("sts")
+        .time(SystemTime::now())
+        .settings(SigningSettings::default())
+        .build()
+        .unwrap()
+        .into();
+    let host = url.split('/').nth(2).unwrap().to_string();
+    let signable = SignableRequest::new(
+        "GET",
+        &url,
+        [("host", host.as_str())].into_iter(),
+        SignableBody::Bytes(b""),
+    )
+    .unwrap();
+    let (instructions, _) = sign(signable, &params).unwrap().into_parts();
+    let mut req = http::Request::get(&url)
+        .header("host", host.as_str())
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    instructions.apply_to_request_http1x(&mut req);
+    let send = reqwest_like_sender(&std::fs::read(demo.ca_path()).unwrap());
+    let (status, xml) = send(req).await;
+    assert_eq!(status, 200, "{xml}");
+    assert_eq!(
+        xml_field(&xml, "Arn"),
+        "arn:aws:iam::111122223333:role/CheckoutPBCRole"
+    );
+    demo.shutdown().await;
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -96,8 +96,6 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::connect::dns::Name;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::error::Error as StdError;
@@ -921,11 +919,9 @@ impl AwsBridge {
         *req.headers_mut() = checked.headers.clone();
         let host = checked.host.as_str();
         let exchange = async {
-            let resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| format!("cannot reach STS at {host}: {}", error_text(&e)))?;
+            let resp = self.client.request(req).await.map_err(|e| {
+                format!("cannot reach STS at {host}: {}", crate::pki::error_text(&e))
+            })?;
             let status = resp.status();
             let content_type = resp
                 .headers()
@@ -939,7 +935,10 @@ impl AwsBridge {
                     if e.downcast_ref::<LengthLimitError>().is_some() {
                         format!("STS at {host} answered more than {MAX_RESPONSE_BYTES} bytes")
                     } else {
-                        format!("reading STS's answer failed: {}", error_text(e.as_ref()))
+                        format!(
+                            "reading STS's answer failed: {}",
+                            crate::pki::error_text(e.as_ref())
+                        )
                     }
                 })?
                 .to_bytes();
@@ -1308,31 +1307,10 @@ fn sts_client(
     connect_to: Option<(String, u16)>,
     timeout: Duration,
 ) -> Result<StsClient, String> {
-    let file = ca_bundle.display();
-    let certs = CertificateDer::pem_file_iter(ca_bundle)
-        .map_err(|e| format!("sts.aws_bridge.ca_bundle `{file}`: cannot read it: {e}"))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("sts.aws_bridge.ca_bundle `{file}`: malformed PEM: {e}"))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "sts.aws_bridge.ca_bundle `{file}` holds no PEM certificate"
-        ));
-    }
-    let mut roots = rustls::RootCertStore::empty();
-    for (i, cert) in certs.into_iter().enumerate() {
-        roots.add(cert).map_err(|e| {
-            format!(
-                "sts.aws_bridge.ca_bundle `{file}`: certificate {} is not usable as a CA: {e}",
-                i + 1
-            )
-        })?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = crate::pki::client_config(crate::pki::load_roots(
+        ca_bundle,
+        "sts.aws_bridge.ca_bundle",
+    )?)?;
     let mut http = HttpConnector::new_with_resolver(StsResolver { connect_to });
     http.enforce_http(false);
     http.set_nodelay(true);
@@ -1380,29 +1358,6 @@ impl tower::Service<Name> for StsResolver {
             Ok(addrs.into_iter())
         })
     }
-}
-
-/// An error and its causes, each piece once, looking inside `io::Error`s too (where
-/// hyper-rustls puts the TLS error).
-fn error_text(e: &(dyn StdError + 'static)) -> String {
-    let mut pieces: Vec<String> = Vec::new();
-    let mut next: Option<&(dyn StdError + 'static)> = Some(e);
-    // Bounded: a cyclic `source` must not loop forever.
-    for _ in 0..16 {
-        let Some(cur) = next else { break };
-        let text = cur.to_string();
-        if !pieces.iter().any(|p| p.contains(&text)) {
-            pieces.push(text);
-        }
-        next = match cur
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            Some(inner) => Some(inner),
-            None => cur.source(),
-        };
-    }
-    pieces.join(": ")
 }
 
 /// Just enough XML for STS's answers, and strict: elements, attributes, text and the

@@ -247,18 +247,7 @@ impl StsEndpoint {
             return Err(not_authorized());
         }
         let duration = duration(params, role.max_session_secs, false)?;
-        // The session may not outlive the token that proved it by more than the
-        // requested duration; AWS lets it, and so do we, but never past the role's cap.
-        let claims = SessionClaims {
-            role_arn: role.arn.clone(),
-            session_name: session_name.to_string(),
-            source_identity: None,
-            tags: Vec::new(),
-            issued_at: ctx.now,
-            expires_at: ctx.now + duration,
-            chained: false,
-            origin_issued_at: None,
-        };
+        let claims = SessionClaims::first_hop(&role.arn, session_name, ctx.now, duration);
         let (credentials, assumed) = self.issue(&claims)?;
         tracing::info!(
             issuer = %identity.issuer,
@@ -317,16 +306,7 @@ impl StsEndpoint {
         let duration = duration(params, role.max_session_secs, false)?;
         // No source identity: the AWS principal is logged instead (a caller that wants
         // one sets it when it chains into another role with AssumeRole).
-        let claims = SessionClaims {
-            role_arn: role.arn.clone(),
-            session_name: session_name.to_string(),
-            source_identity: None,
-            tags: Vec::new(),
-            issued_at: ctx.now,
-            expires_at: ctx.now + duration,
-            chained: false,
-            origin_issued_at: None,
-        };
+        let claims = SessionClaims::first_hop(&role.arn, session_name, ctx.now, duration);
         let (credentials, assumed) = self.issue(&claims)?;
         tracing::info!(
             aws_principal = %identity.principal_arn,
@@ -466,17 +446,7 @@ fn get_caller_identity(caller: &Principal, request_id: &str) -> String {
     let account = caller.arn.split(':').nth(4).unwrap_or("");
     let user_id = if caller.arn.contains(":assumed-role/") {
         let session = caller.arn.rsplit('/').next().unwrap_or("");
-        SessionClaims {
-            role_arn: caller.role_arn.clone(),
-            session_name: session.to_string(),
-            source_identity: None,
-            tags: Vec::new(),
-            issued_at: 0,
-            expires_at: 0,
-            chained: false,
-            origin_issued_at: None,
-        }
-        .user_id()
+        SessionClaims::first_hop(&caller.role_arn, session, 0, 0).user_id()
     } else {
         caller.access_key_id.clone()
     };

@@ -383,6 +383,21 @@ pub struct SessionClaims {
 }
 
 impl SessionClaims {
+    /// A session that starts a chain (web identity, AWS bridge): no source identity, no
+    /// tags, valid for `duration` seconds from `now`.
+    pub fn first_hop(role_arn: &str, session_name: &str, now: i64, duration: i64) -> Self {
+        Self {
+            role_arn: role_arn.to_string(),
+            session_name: session_name.to_string(),
+            source_identity: None,
+            tags: Vec::new(),
+            issued_at: now,
+            expires_at: now.saturating_add(duration),
+            chained: false,
+            origin_issued_at: None,
+        }
+    }
+
     /// When the chain this session belongs to began (its own issue time for a first hop).
     pub fn chain_started_at(&self) -> i64 {
         self.origin_issued_at

@@ -31,8 +31,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use rustls_pki_types::CertificateDer;
-use rustls_pki_types::pem::PemObject;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::{HashMap, HashSet};
@@ -1148,29 +1146,7 @@ fn parse_https_url(url: &str) -> Result<Uri, String> {
 /// An HTTPS-only client trusting only `ca_bundle`, keeping no idle connections (a
 /// fetch is rare).
 fn jwks_client(ca_bundle: &Path) -> Result<JwksClient, String> {
-    let file = ca_bundle.display();
-    let certs = CertificateDer::pem_file_iter(ca_bundle)
-        .map_err(|e| format!("ca_bundle `{file}`: cannot read it: {e}"))?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("ca_bundle `{file}`: malformed PEM: {e}"))?;
-    if certs.is_empty() {
-        return Err(format!("ca_bundle `{file}` holds no PEM certificate"));
-    }
-    let mut roots = rustls::RootCertStore::empty();
-    for (i, cert) in certs.into_iter().enumerate() {
-        roots.add(cert).map_err(|e| {
-            format!(
-                "ca_bundle `{file}`: certificate {} is not usable as a CA: {e}",
-                i + 1
-            )
-        })?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS setup: {e}"))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+    let tls = crate::pki::client_config(crate::pki::load_roots(ca_bundle, "ca_bundle")?)?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(FETCH_TIMEOUT));
@@ -1198,7 +1174,10 @@ async fn fetch_jwks(client: &JwksClient, uri: &Uri) -> Result<Vec<u8>, String> {
         .body(Empty::<Bytes>::new())
         .map_err(|e| format!("cannot build the request: {e}"))?;
     let fetch = async {
-        let resp = client.request(req).await.map_err(|e| error_text(&e))?;
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| crate::pki::error_text(&e))?;
         if resp.status() != StatusCode::OK {
             return Err(format!("HTTP status {}", resp.status()));
         }
@@ -1217,7 +1196,10 @@ async fn fetch_jwks(client: &JwksClient, uri: &Uri) -> Result<Vec<u8>, String> {
                 if e.downcast_ref::<LengthLimitError>().is_some() {
                     format!("the JWKS is larger than {MAX_JWKS_BYTES} bytes")
                 } else {
-                    format!("reading the response failed: {}", error_text(e.as_ref()))
+                    format!(
+                        "reading the response failed: {}",
+                        crate::pki::error_text(e.as_ref())
+                    )
                 }
             })?;
         Ok(body.to_bytes().to_vec())
@@ -1225,29 +1207,6 @@ async fn fetch_jwks(client: &JwksClient, uri: &Uri) -> Result<Vec<u8>, String> {
     tokio::time::timeout(FETCH_TIMEOUT, fetch)
         .await
         .map_err(|_| format!("no complete answer within {} s", FETCH_TIMEOUT.as_secs()))?
-}
-
-/// An error and its causes, each piece once (wrappers often repeat their cause), looking
-/// inside `io::Error`s too, where hyper-rustls puts the TLS error.
-fn error_text(e: &(dyn StdError + 'static)) -> String {
-    let mut pieces: Vec<String> = Vec::new();
-    let mut next: Option<&(dyn StdError + 'static)> = Some(e);
-    // Bounded: a cyclic `source` must not loop forever.
-    for _ in 0..16 {
-        let Some(cur) = next else { break };
-        let text = cur.to_string();
-        if !pieces.iter().any(|p| p.contains(&text)) {
-            pieces.push(text);
-        }
-        next = match cur
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-        {
-            Some(inner) => Some(inner),
-            None => cur.source(),
-        };
-    }
-    pieces.join(": ")
 }
 
 /// The claims' accepted audience: the first configured one the token's `aud` (a string
