@@ -217,6 +217,7 @@ impl Gateway {
             request_id = %ctx.request_id,
             method = %parts.method,
             peer = %ctx.conn.peer,
+            tls_client = ctx.conn.client_identity.as_deref().unwrap_or("-"),
         );
         let result = self
             .pipeline(parts, body, &ctx)
@@ -255,13 +256,8 @@ impl Gateway {
             sessions: self.sessions.as_ref().map(|s| s as &dyn IdentitySource),
             fallback: credentials.as_ref(),
         };
-        // The SDKs append a `/` to an endpoint URL with a path (`.../sts/`).
         if let Some(sts) = &self.sts
-            && parts
-                .uri
-                .path()
-                .strip_prefix(sts.path())
-                .is_some_and(|rest| rest.is_empty() || rest == "/")
+            && sts.serves(parts.uri.path())
         {
             let rules = self.rules.get();
             return Ok(sts.handle(parts, body, &identity, &rules, ctx).await);

@@ -90,6 +90,13 @@ impl StsEndpoint {
         &self.path
     }
 
+    /// Is a request for `path` an STS request? The SDKs append a `/` to an endpoint URL
+    /// with a path (`.../sts/`), so both forms are.
+    pub fn serves(&self, path: &str) -> bool {
+        path.strip_prefix(self.path.as_str())
+            .is_some_and(|rest| rest.is_empty() || rest == "/")
+    }
+
     /// Handles one STS request; every outcome is an XML response.
     pub async fn handle(
         &self,
