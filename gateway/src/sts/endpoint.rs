@@ -799,6 +799,24 @@ mod tests {
     }
 
     #[test]
+    fn durations_are_bounded_by_the_role_and_by_chaining() {
+        let d = |v: Option<&str>, max, chained| {
+            let mut p = HashMap::new();
+            if let Some(v) = v {
+                p.insert("DurationSeconds".to_string(), v.to_string());
+            }
+            duration(&p, max, chained).map_err(|e| e.0.code())
+        };
+        assert_eq!(d(None, 7200, false), Ok(3600));
+        assert_eq!(d(None, 1800, false), Ok(1800));
+        assert_eq!(d(Some("7200"), 7200, false), Ok(7200));
+        assert_eq!(d(Some("7201"), 7200, false), Err("ValidationError"));
+        assert_eq!(d(Some("899"), 7200, false), Err("ValidationError"));
+        assert_eq!(d(Some("3601"), 7200, true), Err("ValidationError"));
+        assert_eq!(d(Some("x"), 7200, false), Err("ValidationError"));
+    }
+
+    #[test]
     fn names_and_tags_are_checked() {
         assert!(check_name("RoleSessionName", "pod-7@checkout").is_ok());
         assert!(check_name("RoleSessionName", "x").is_err());
