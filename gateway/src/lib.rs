@@ -10,6 +10,7 @@
 
 pub mod admin;
 pub mod assertion;
+pub mod audit;
 pub mod authorize;
 pub mod body;
 pub mod config;
@@ -19,6 +20,7 @@ pub mod error;
 pub mod forward;
 pub mod identity;
 pub mod listener;
+pub mod metrics;
 pub mod pki;
 pub mod reload;
 pub mod server;
@@ -26,4 +28,5 @@ pub mod sigv4;
 pub mod stack;
 pub mod sts;
 pub mod telemetry;
+pub mod trace;
 pub mod verify;
