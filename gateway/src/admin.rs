@@ -1,6 +1,6 @@
-//! The admin listener: liveness and readiness for orchestrators and load balancers, on
-//! its own address so probes never compete with (or get exposed like) the public
-//! listener.
+//! The admin listener: liveness and readiness for orchestrators and load balancers, and
+//! Prometheus metrics, on its own address so probes and scrapes never compete with (or
+//! get exposed like) the public listener.
 //!
 //! It runs on [`crate::listener::serve`] without TLS, so it gets the same header, idle
 //! and drain limits as the public listener instead of a second, unguarded HTTP server.
@@ -62,25 +62,54 @@ impl Readiness {
     }
 }
 
+/// Produces the `/metrics` exposition (OpenMetrics text), called once per scrape.
+pub type Scrape = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// The content type `/metrics` answers with.
+pub const METRICS_CONTENT_TYPE: &str = crate::metrics::CONTENT_TYPE;
+
+#[derive(Clone)]
+struct AdminState {
+    readiness: Readiness,
+    scrape: Scrape,
+}
+
 /// The admin router: `GET /healthz` -> 200 `{"status":"ok"}` always; `GET /readyz` ->
 /// 200 `{"status":"ready"}` when ready, else 503 `{"status":"not ready"}` or
-/// `{"status":"draining"}`; another method on those paths -> 405 JSON; any other path
-/// -> 404 JSON.
-pub fn router(readiness: Readiness) -> Router {
+/// `{"status":"draining"}`; `GET /metrics` -> 200 with what `scrape` returns, as
+/// OpenMetrics text ([`METRICS_CONTENT_TYPE`]); another method on those paths -> 405
+/// JSON; any other path -> 404 JSON. Every answer is `Cache-Control: no-store`.
+pub fn router(readiness: Readiness, scrape: Scrape) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
-        .with_state(readiness)
+        .with_state(AdminState { readiness, scrape })
 }
 
 async fn healthz() -> Response<axum::body::Body> {
     status(StatusCode::OK, json!({"status": "ok"}))
 }
 
+async fn metrics(
+    axum::extract::State(state): axum::extract::State<AdminState>,
+) -> Response<axum::body::Body> {
+    let text = (state.scrape)();
+    let mut resp = Response::new(axum::body::Body::from(text));
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(METRICS_CONTENT_TYPE),
+    );
+    // A cached scrape would repeat old values as if they were new.
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
 async fn readyz(
-    axum::extract::State(readiness): axum::extract::State<Readiness>,
+    axum::extract::State(AdminState { readiness, .. }): axum::extract::State<AdminState>,
 ) -> Response<axum::body::Body> {
     if readiness.is_ready() {
         status(StatusCode::OK, json!({"status": "ready"}))
@@ -138,10 +167,11 @@ impl Handler for AdminHandler {
     }
 }
 
-/// Serves the admin router on `listener` (plain HTTP) until `shutdown`.
+/// Serves the admin router (see [`router`]) on `listener` (plain HTTP) until `shutdown`.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     readiness: Readiness,
+    scrape: Scrape,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let limits = ServerLimits {
@@ -152,7 +182,7 @@ pub async fn serve(
         listener,
         None,
         limits,
-        AdminHandler(router(readiness)),
+        AdminHandler(router(readiness, scrape)),
         shutdown,
     )
     .await

@@ -189,6 +189,31 @@ pub fn check_request_line(parts: &Parts) -> Result<(), GatewayError> {
     Ok(())
 }
 
+/// A refusal by the authorize stage, with what it had found out by then (for the audit
+/// record): the caller's PBC, the target and the deciding rule.
+#[derive(Debug)]
+pub struct Denial {
+    /// The answer.
+    pub error: GatewayError,
+    /// The caller's PBC, if the matrix was reached and the caller is in one.
+    pub caller_pbc: Option<String>,
+    /// The explicit deny rule, if one decided.
+    pub rule: Option<String>,
+    /// The target PBC, if the request was routed.
+    pub target: Option<String>,
+}
+
+impl From<GatewayError> for Denial {
+    fn from(error: GatewayError) -> Self {
+        Denial {
+            error,
+            caller_pbc: None,
+            rule: None,
+            target: None,
+        }
+    }
+}
+
 /// Routes the request and asks the matrix. The path the matrix sees is the one the
 /// upstream will be asked for (the route's prefix removed).
 pub fn authorize(
@@ -197,7 +222,7 @@ pub fn authorize(
     principal: Principal,
     parts: &Parts,
     ctx: &RequestContext,
-) -> Result<Permit, GatewayError> {
+) -> Result<Permit, Denial> {
     check_request_line(parts)?;
     let host = parts
         .headers
@@ -207,11 +232,11 @@ pub fn authorize(
     let route = routes
         .route(host, parts.uri.path(), parts.uri.query())
         .ok_or_else(|| {
-            GatewayError::no_route(format!(
+            Denial::from(GatewayError::no_route(format!(
                 "No target serves {} {}: route by one of the configured hosts or path prefixes.",
                 parts.method,
                 parts.uri.path()
-            ))
+            )))
         })?;
     let path = route
         .path_and_query
@@ -251,10 +276,15 @@ pub fn authorize(
             (Reason::BadPath(e), _) => format!("because {e}"),
             _ => "because no rule allows it".to_string(),
         };
-        return Err(GatewayError::access_denied(format!(
-            "User: {caller} is not authorized to perform: {} {path} on resource: {} {why}.",
-            parts.method, route.target
-        )));
+        return Err(Denial {
+            error: GatewayError::access_denied(format!(
+                "User: {caller} is not authorized to perform: {} {path} on resource: {} {why}.",
+                parts.method, route.target
+            )),
+            caller_pbc: decision.caller_pbc.map(str::to_string),
+            rule: decision.rule_id().map(str::to_string),
+            target: Some(route.target),
+        });
     }
     Ok(Permit {
         caller_pbc: decision.caller_pbc.map(str::to_string),
@@ -350,6 +380,7 @@ principal_tags = { "aws:SourceIdentity" = "alice" }
             }),
             received: std::time::Instant::now(),
             now: 0,
+            trace: crate::trace::TraceContext::from_headers(&http::HeaderMap::new()),
         };
         let principal = |si: Option<&str>| Principal {
             role_arn: "arn:aws:iam::1:role/R".into(),

@@ -33,6 +33,12 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub log: LogConfig,
+    /// The audit log.
+    #[serde(default)]
+    pub audit: crate::audit::AuditConfig,
+    /// Request ids, trace propagation and OTLP export.
+    #[serde(default)]
+    pub tracing: crate::trace::TracingConfig,
     /// Where requests go: one entry per target PBC.
     #[serde(default, rename = "target")]
     pub targets: Vec<TargetConfig>,
@@ -503,6 +509,18 @@ impl Config {
                 err(find(key), format!("limits.{key} must be above 0"));
             }
         }
+        for (key, reason) in config.audit.validate() {
+            err(
+                find(key).or_else(|| find("[audit]")),
+                format!("[audit] {reason}"),
+            );
+        }
+        for (key, reason) in config.tracing.validate() {
+            err(
+                find(key).or_else(|| find("[tracing]")),
+                format!("[tracing] {reason}"),
+            );
+        }
         if config.sigv4.regions.is_empty() || config.sigv4.services.is_empty() {
             err(
                 find("[sigv4]"),
@@ -793,6 +811,7 @@ impl Config {
             }
         }
         fix(&mut self.identity.credentials_file);
+        self.audit.resolve_paths(base);
         if let Some(sts) = &mut self.sts {
             for k in &mut sts.keys {
                 if let Some(f) = &mut k.secret_file {

@@ -27,4 +27,6 @@ pub struct RequestContext {
     pub received: Instant,
     /// When the request arrived (Unix seconds): the `now` of the pure stages.
     pub now: i64,
+    /// The W3C trace context, propagated to the upstream.
+    pub trace: crate::trace::TraceContext,
 }

@@ -9,20 +9,24 @@
 use crate::body::{self, GatewayBody};
 use crate::config::TargetConfig;
 use crate::error::GatewayError;
+use crate::metrics::{InFlight, Metrics, OpenConnection, UpstreamErrorKind, UpstreamMetrics};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri, Version};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls_pki_types::PrivateKeyDer;
 use rustls_pki_types::pem::PemObject;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 /// Presigned-URL query parameters that carry SigV4 auth material. Names are matched
@@ -396,12 +400,13 @@ fn percent_decode(s: &str) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
-type UpstreamClient = Client<HttpsConnector<HttpConnector>, GatewayBody>;
+type UpstreamClient = Client<MeteredConnector<HttpsConnector<HttpConnector>>, GatewayBody>;
 
 /// One upstream, built from a [`TargetConfig`].
 struct Upstream {
     uri: Uri,
     client: UpstreamClient,
+    metrics: UpstreamMetrics,
     connect_timeout: Duration,
     response_timeout: Duration,
     ca_bundle: Option<PathBuf>,
@@ -435,11 +440,14 @@ impl fmt::Debug for Forwarder {
 const POOL_IDLE: Duration = Duration::from_secs(30);
 
 impl Forwarder {
-    /// Builds a client per target. Errors name the target and the file at fault.
-    pub fn new(targets: &[TargetConfig]) -> Result<Self, String> {
+    /// Builds a client per target, counting into `metrics` (per target: connections
+    /// opened and open, requests in flight, errors by kind). Errors name the target and
+    /// the file at fault.
+    pub fn new(targets: &[TargetConfig], metrics: Arc<Metrics>) -> Result<Self, String> {
         let mut upstreams = HashMap::with_capacity(targets.len());
         for t in targets {
-            let upstream = Upstream::new(t).map_err(|e| format!("target `{}`: {e}", t.name))?;
+            let upstream = Upstream::new(t, metrics.upstream(&t.name))
+                .map_err(|e| format!("target `{}`: {e}", t.name))?;
             if upstreams.insert(t.name.clone(), upstream).is_some() {
                 return Err(format!("target `{}` is declared twice", t.name));
             }
@@ -464,6 +472,10 @@ impl Forwarder {
     /// body that follows is bounded by the caller's request timeout. A request whose URI
     /// does not point at this target's upstream is refused with 500 without any network
     /// traffic.
+    ///
+    /// Metrics: the request counts in `gateway_upstream_requests_in_flight` from here
+    /// until its response body ends or is dropped (or until it fails, or the caller
+    /// drops this future); a failure counts in `gateway_upstream_errors_total` by kind.
     pub async fn send(
         &self,
         name: &str,
@@ -481,6 +493,9 @@ impl Forwarder {
                 "the request for target `{name}` was not addressed to its upstream"
             )));
         }
+        // Dropped on every way out of here, cancellation included, unless it moves into
+        // the response body.
+        let in_flight = up.metrics.request_started();
         let started = Instant::now();
         let outcome = tokio::time::timeout(up.response_timeout, up.client.request(req)).await;
         let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -489,14 +504,20 @@ impl Forwarder {
                 tracing::debug!(target_name = name, status = resp.status().as_u16(), version = ?resp.version(), elapsed_ms, "upstream responded");
                 let (mut parts, incoming) = resp.into_parts();
                 rewrite_response(&mut parts);
-                Ok(Response::from_parts(parts, body::boxed(incoming)))
+                let body = InFlightBody {
+                    inner: incoming,
+                    in_flight: Some(in_flight),
+                };
+                Ok(Response::from_parts(parts, body::boxed(body)))
             }
             Ok(Err(e)) => {
-                let err = up.classify(name, &e);
-                tracing::warn!(target_name = name, elapsed_ms, status = err.status().as_u16(), error = %err.message(), "upstream failed");
+                let (err, kind) = up.classify(name, &e);
+                up.metrics.error(kind);
+                tracing::warn!(target_name = name, elapsed_ms, status = err.status().as_u16(), kind = kind.as_str(), error = %err.message(), "upstream failed");
                 Err(err)
             }
             Err(_) => {
+                up.metrics.error(UpstreamErrorKind::Timeout);
                 tracing::warn!(
                     target_name = name,
                     elapsed_ms,
@@ -513,7 +534,7 @@ impl Forwarder {
 }
 
 impl Upstream {
-    fn new(t: &TargetConfig) -> Result<Self, String> {
+    fn new(t: &TargetConfig, metrics: UpstreamMetrics) -> Result<Self, String> {
         let uri: Uri = t
             .upstream
             .parse()
@@ -583,7 +604,10 @@ impl Upstream {
         } else {
             schemes.https_or_http()
         };
-        let connector = protocols.enable_http1().enable_http2().wrap_connector(http);
+        let connector = MeteredConnector {
+            inner: protocols.enable_http1().enable_http2().wrap_connector(http),
+            metrics: metrics.clone(),
+        };
 
         let client = Client::builder(TokioExecutor::new())
             .timer(TokioTimer::new())
@@ -595,6 +619,7 @@ impl Upstream {
         Ok(Self {
             uri,
             client,
+            metrics,
             connect_timeout,
             response_timeout: Duration::from_millis(t.response_timeout_ms),
             ca_bundle: t.ca_bundle.clone(),
@@ -606,44 +631,64 @@ impl Upstream {
         self.uri.authority().map_or("", |a| a.as_str())
     }
 
-    /// Turns a client error into a 502 or 504 that says which upstream and what failed.
-    fn classify(&self, name: &str, e: &hyper_util::client::legacy::Error) -> GatewayError {
+    /// Turns a client error into a 502 or 504 that says which upstream and what failed,
+    /// and the kind of failure for metrics.
+    fn classify(
+        &self,
+        name: &str,
+        e: &hyper_util::client::legacy::Error,
+    ) -> (GatewayError, UpstreamErrorKind) {
         let chain = crate::pki::error_chain(e);
         let at = format!("upstream `{name}` ({})", self.authority());
         if chain.iter().any(|c| {
             c.downcast_ref::<std::io::Error>()
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
         }) {
-            return GatewayError::gateway_timeout(if e.is_connect() {
-                format!(
-                    "{at}: connect timed out after {} ms",
-                    self.connect_timeout.as_millis()
+            return if e.is_connect() {
+                (
+                    GatewayError::gateway_timeout(format!(
+                        "{at}: connect timed out after {} ms",
+                        self.connect_timeout.as_millis()
+                    )),
+                    UpstreamErrorKind::ConnectTimeout,
                 )
             } else {
-                format!("{at}: the connection timed out")
-            });
+                (
+                    GatewayError::gateway_timeout(format!("{at}: the connection timed out")),
+                    UpstreamErrorKind::Timeout,
+                )
+            };
         }
         if let Some(tls) = chain.iter().find_map(|c| c.downcast_ref::<rustls::Error>()) {
-            return GatewayError::bad_gateway(format!(
-                "{at}: TLS handshake failed: {}",
-                self.describe_tls(tls)
-            ));
+            return (
+                GatewayError::bad_gateway(format!(
+                    "{at}: TLS handshake failed: {}",
+                    self.describe_tls(tls)
+                )),
+                UpstreamErrorKind::Tls,
+            );
         }
         if let Some(io) = chain
             .iter()
             .find_map(|c| c.downcast_ref::<std::io::Error>())
         {
             let what = match io.kind() {
-                std::io::ErrorKind::ConnectionRefused => Some("connection refused"),
-                std::io::ErrorKind::ConnectionReset => Some("connection reset"),
-                std::io::ErrorKind::ConnectionAborted => Some("connection aborted"),
+                std::io::ErrorKind::ConnectionRefused => {
+                    Some(("connection refused", UpstreamErrorKind::Refused))
+                }
+                std::io::ErrorKind::ConnectionReset => {
+                    Some(("connection reset", UpstreamErrorKind::Reset))
+                }
+                std::io::ErrorKind::ConnectionAborted => {
+                    Some(("connection aborted", UpstreamErrorKind::Reset))
+                }
                 std::io::ErrorKind::HostUnreachable | std::io::ErrorKind::NetworkUnreachable => {
-                    Some("host unreachable")
+                    Some(("host unreachable", UpstreamErrorKind::Unreachable))
                 }
                 _ => None,
             };
-            if let Some(what) = what {
-                return GatewayError::bad_gateway(format!("{at}: {what}"));
+            if let Some((what, kind)) = what {
+                return (GatewayError::bad_gateway(format!("{at}: {what}")), kind);
             }
         }
         // Wrappers often repeat their cause's text; keep each piece once.
@@ -662,12 +707,21 @@ impl Upstream {
         };
         // Over HTTP/2 the TLS alert reaches us only as text (h2 keeps an io error's kind
         // and message, not the rustls error), so the hint comes from the text.
-        let hint = if !self.has_client_cert && detail.contains("CertificateRequired") {
+        let cert_required = detail.contains("CertificateRequired");
+        let hint = if !self.has_client_cert && cert_required {
             " (the upstream requires a client certificate: set client_cert and client_key)"
         } else {
             ""
         };
-        GatewayError::bad_gateway(format!("{at}: {stage}: {detail}{hint}"))
+        let kind = if cert_required {
+            UpstreamErrorKind::Tls
+        } else {
+            UpstreamErrorKind::Other
+        };
+        (
+            GatewayError::bad_gateway(format!("{at}: {stage}: {detail}{hint}")),
+            kind,
+        )
     }
 
     fn describe_tls(&self, e: &rustls::Error) -> String {
@@ -712,6 +766,127 @@ impl Upstream {
             }
             other => other.to_string(),
         }
+    }
+}
+
+/// The upstream response body, counted in flight until it ends or is dropped.
+struct InFlightBody<B> {
+    inner: B,
+    in_flight: Option<InFlight>,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for InFlightBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            self.in_flight = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The connector under the pooled client, counting the connections it makes:
+/// `gateway_upstream_connections_opened_total` when one is established (TCP and TLS),
+/// `gateway_upstream_connections_open` until its IO is dropped (the connection closed,
+/// by either side or by the pool).
+#[derive(Clone)]
+struct MeteredConnector<C> {
+    inner: C,
+    metrics: UpstreamMetrics,
+}
+
+impl<C> tower::Service<Uri> for MeteredConnector<C>
+where
+    C: tower::Service<Uri>,
+    C::Future: Send + 'static,
+    C::Response: Send + 'static,
+    C::Error: Send + 'static,
+{
+    type Response = MeteredIo<C::Response>;
+    type Error = C::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let connecting = self.inner.call(uri);
+        let metrics = self.metrics.clone();
+        Box::pin(async move {
+            let io = connecting.await?;
+            Ok(MeteredIo {
+                inner: io,
+                _open: metrics.connection_opened(),
+            })
+        })
+    }
+}
+
+/// An upstream connection's IO, counted open while it exists. Delegates everything.
+struct MeteredIo<T> {
+    inner: T,
+    _open: OpenConnection,
+}
+
+impl<T: hyper::rt::Read + Unpin> hyper::rt::Read for MeteredIo<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: hyper::rt::Write + Unpin> hyper::rt::Write for MeteredIo<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+}
+
+impl<T: Connection> Connection for MeteredIo<T> {
+    fn connected(&self) -> Connected {
+        // The inner connection's facts, ALPN's choice of HTTP/2 included.
+        self.inner.connected()
     }
 }
 
@@ -1071,21 +1246,21 @@ mod tests {
             connect_timeout_ms: 1000,
             response_timeout_ms: 1000,
         };
-        let err = Forwarder::new(&[target("https://orders.internal")]).unwrap_err();
+        let err = Forwarder::new(&[target("https://orders.internal")], Arc::default()).unwrap_err();
         assert!(
             err.contains("target `order`") && err.contains("ca_bundle"),
             "{err}"
         );
-        let err = Forwarder::new(&[target("ftp://orders.internal")]).unwrap_err();
+        let err = Forwarder::new(&[target("ftp://orders.internal")], Arc::default()).unwrap_err();
         assert!(err.contains("target `order`"), "{err}");
         let mut t = target("https://orders.internal");
         t.ca_bundle = Some(PathBuf::from("/nonexistent/ca.pem"));
-        let err = Forwarder::new(&[t]).unwrap_err();
+        let err = Forwarder::new(&[t], Arc::default()).unwrap_err();
         assert!(
             err.contains("target `order`") && err.contains("/nonexistent/ca.pem"),
             "{err}"
         );
-        let f = Forwarder::new(&[target("http://127.0.0.1:9")]).unwrap();
+        let f = Forwarder::new(&[target("http://127.0.0.1:9")], Arc::default()).unwrap();
         assert_eq!(f.upstream("order").unwrap(), "http://127.0.0.1:9/");
         assert!(f.upstream("payment").is_none());
     }
@@ -1103,7 +1278,7 @@ mod tests {
             connect_timeout_ms: 1000,
             response_timeout_ms: 1000,
         };
-        let f = Forwarder::new(&[t]).unwrap();
+        let f = Forwarder::new(&[t], Arc::default()).unwrap();
         for uri in [
             "/items",
             "http://127.0.0.1:10/items",

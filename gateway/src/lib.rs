@@ -29,4 +29,5 @@ pub mod stack;
 pub mod sts;
 pub mod telemetry;
 pub mod trace;
+pub mod trail;
 pub mod verify;

@@ -235,6 +235,13 @@ pub trait Handler: Clone + Send + Sync + 'static {
         req: Request<Incoming>,
         conn: Arc<ConnInfo>,
     ) -> impl Future<Output = Response<GatewayBody>> + Send;
+
+    /// Told when a TLS handshake on this listener fails (`reason` `"failed"`) or does
+    /// not finish within `header_read_timeout` (`"timeout"`); for metrics. A handshake
+    /// cut short by shutdown is neither. The default does nothing.
+    fn tls_handshake_failed(&self, reason: &'static str) {
+        let _ = reason;
+    }
 }
 
 /// A [`Handler`] made from a function or closure; see [`handler_fn`].
@@ -433,10 +440,12 @@ async fn connection<H: Handler>(
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
                 debug!(%peer, error = %e, "TLS handshake failed");
+                shared.handler.tls_handshake_failed("failed");
                 return;
             }
             Err(_) => {
                 debug!(%peer, "TLS handshake timed out");
+                shared.handler.tls_handshake_failed("timeout");
                 return;
             }
         },

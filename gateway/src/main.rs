@@ -58,7 +58,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            gateway::telemetry::init(cfg.log.format);
+            let _telemetry = match gateway::telemetry::init(cfg.log.format, &cfg.tracing) {
+                Ok(guard) => guard,
+                Err(e) => {
+                    eprintln!("gateway: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             runtime(async move {
                 let running = gateway::server::start(&cfg).await?;
                 gateway::server::termination().await;
@@ -71,7 +77,16 @@ fn main() -> ExitCode {
             admin_listen,
             state_dir,
         } => {
-            gateway::telemetry::init(LogFormat::Text);
+            let _telemetry = match gateway::telemetry::init(
+                LogFormat::Text,
+                &gateway::trace::TracingConfig::default(),
+            ) {
+                Ok(guard) => guard,
+                Err(e) => {
+                    eprintln!("gateway: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             runtime(async move {
                 let demo = gateway::demo::start(gateway::demo::Options {
                     listen,
@@ -179,7 +194,7 @@ fn check_config(file: &std::path::Path) -> ExitCode {
             println!("error: {}: {e}", file.display());
         }
     }
-    if let Err(e) = gateway::forward::Forwarder::new(&config.targets) {
+    if let Err(e) = gateway::forward::Forwarder::new(&config.targets, Default::default()) {
         failed = true;
         println!("error: {}: {e}", file.display());
     }

@@ -4,6 +4,7 @@
 //! invalid file is logged with its errors and the running version keeps serving.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
 
@@ -47,7 +48,10 @@ pub struct Reloadable<T> {
     load: Loader<T>,
     current: RwLock<Arc<T>>,
     stamp: Mutex<Stamps>,
-    reloads: std::sync::atomic::AtomicU64,
+    reloads: AtomicU64,
+    failures: AtomicU64,
+    /// Unix seconds of the last successful load.
+    last_success: AtomicI64,
 }
 
 /// The outcome of a reload check.
@@ -80,6 +84,8 @@ impl<T> Reloadable<T> {
                 pending: None,
             }),
             reloads: 0.into(),
+            failures: 0.into(),
+            last_success: unix_now().into(),
         })
     }
 
@@ -103,7 +109,18 @@ impl<T> Reloadable<T> {
 
     /// How many times a new version went live.
     pub fn reloads(&self) -> u64 {
-        self.reloads.load(std::sync::atomic::Ordering::Relaxed)
+        self.reloads.load(Ordering::Relaxed)
+    }
+
+    /// How many times a new version was refused (the running version kept serving).
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    /// When a version last loaded successfully (the initial load included), in Unix
+    /// seconds.
+    pub fn last_success_unix(&self) -> i64 {
+        self.last_success.load(Ordering::Relaxed)
     }
 
     /// Reloads if the file changed and then stayed unchanged for one more check (or
@@ -111,6 +128,7 @@ impl<T> Reloadable<T> {
     pub fn check(&self, force: bool) -> Outcome {
         let now = stamp(&self.path);
         let Ok(mut stamps) = self.stamp.lock() else {
+            self.failures.fetch_add(1, Ordering::Relaxed);
             return Outcome::Refused("internal lock poisoned".into());
         };
         if !force {
@@ -133,22 +151,60 @@ impl<T> Reloadable<T> {
                     Ok(mut g) => *g = Arc::new(value),
                     Err(poisoned) => *poisoned.into_inner() = Arc::new(value),
                 }
-                self.reloads
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.reloads.fetch_add(1, Ordering::Relaxed);
+                self.last_success.store(unix_now(), Ordering::Relaxed);
                 Outcome::Reloaded
             }
-            Err(e) => Outcome::Refused(e),
+            Err(e) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
+                Outcome::Refused(e)
+            }
         }
     }
 }
 
-/// Something the watcher can reload.
+/// Seconds since the Unix epoch, now (0 if the clock is before it).
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Something the watcher can reload, and whose reload history metrics can read.
 pub trait Reload: Send + Sync {
     /// Reloads if changed (or always, with `force`) and logs the outcome.
     fn check_and_log(&self, force: bool) -> Outcome;
+
+    /// What this is (`rules`, `credentials`); see [`Reloadable::what`].
+    fn what(&self) -> &'static str;
+
+    /// How many times a new version went live; see [`Reloadable::reloads`].
+    fn reloads(&self) -> u64;
+
+    /// How many times a new version was refused; see [`Reloadable::failures`].
+    fn failures(&self) -> u64;
+
+    /// Unix seconds of the last successful load; see [`Reloadable::last_success_unix`].
+    fn last_success_unix(&self) -> i64;
 }
 
 impl<T: Send + Sync> Reload for Reloadable<T> {
+    fn what(&self) -> &'static str {
+        Reloadable::what(self)
+    }
+
+    fn reloads(&self) -> u64 {
+        Reloadable::reloads(self)
+    }
+
+    fn failures(&self) -> u64 {
+        Reloadable::failures(self)
+    }
+
+    fn last_success_unix(&self) -> i64 {
+        Reloadable::last_success_unix(self)
+    }
+
     fn check_and_log(&self, force: bool) -> Outcome {
         let outcome = self.check(force);
         match &outcome {
@@ -244,6 +300,49 @@ mod tests {
         assert_eq!(r.check(true), Outcome::Reloaded, "forced: at once");
         assert_eq!(*r.get(), 333);
         assert_eq!(r.reloads(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn failures_and_last_success_are_kept() {
+        let dir = std::env::temp_dir().join(format!("reload-count-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("n.txt");
+        std::fs::write(&path, "1").unwrap();
+        let before = unix_now();
+        let r: Arc<Reloadable<u32>> = Arc::new(
+            Reloadable::new("number", path.clone(), |p| {
+                std::fs::read_to_string(p)
+                    .map_err(|e| e.to_string())?
+                    .trim()
+                    .parse::<u32>()
+                    .map_err(|e| e.to_string())
+            })
+            .unwrap(),
+        );
+        // Read through the trait object, as the metrics scrape does.
+        let dyn_r: Arc<dyn Reload> = r.clone();
+        assert_eq!(dyn_r.what(), "number");
+        assert_eq!((dyn_r.reloads(), dyn_r.failures()), (0, 0));
+        let initial = dyn_r.last_success_unix();
+        assert!(initial >= before && initial <= unix_now(), "{initial}");
+
+        // A refused version counts as a failure and leaves the success time alone.
+        r.last_success.store(1_000, Ordering::Relaxed);
+        std::fs::write(&path, "x").unwrap();
+        assert!(matches!(r.check(true), Outcome::Refused(_)));
+        assert_eq!((dyn_r.reloads(), dyn_r.failures()), (0, 1));
+        assert_eq!(dyn_r.last_success_unix(), 1_000);
+        // Unchanged files are neither.
+        assert_eq!(r.check(false), Outcome::Unchanged);
+        assert_eq!((dyn_r.reloads(), dyn_r.failures()), (0, 1));
+
+        std::fs::write(&path, "2").unwrap();
+        assert_eq!(r.check(true), Outcome::Reloaded);
+        assert_eq!((dyn_r.reloads(), dyn_r.failures()), (1, 1));
+        assert!(dyn_r.last_success_unix() >= initial);
+        assert_eq!(dyn_r.check_and_log(true), Outcome::Reloaded);
+        assert_eq!((dyn_r.reloads(), dyn_r.failures()), (2, 1));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

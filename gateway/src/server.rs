@@ -64,8 +64,10 @@ pub async fn start(config: &Config) -> Result<Running, String> {
     }));
     let r = rx.clone();
     let ready = readiness.clone();
+    let scraped = Arc::clone(&gateway);
+    let scrape: admin::Scrape = Arc::new(move || scraped.scrape());
     tasks.push(tokio::spawn(async move {
-        if let Err(e) = admin::serve(admin_listener, ready, stopped(r)).await {
+        if let Err(e) = admin::serve(admin_listener, ready, scrape, stopped(r)).await {
             tracing::error!(error = %e, "the admin listener stopped");
         }
     }));
@@ -96,6 +98,8 @@ impl Running {
         for t in self.tasks {
             let _ = t.await;
         }
+        // Every request has answered: its audit record is queued; write them out.
+        self.gateway.auditor().flush().await;
         tracing::info!("gateway stopped");
     }
 }

@@ -8,6 +8,7 @@
 //! [`crate::authorize::Permit`]; the forwarder is only reached with a `Permit`.
 
 use crate::assertion::AssertionSigner;
+use crate::audit::{AuditRecord, Auditor, Decision, EventType};
 use crate::authorize::{Permit, Routes, authorize};
 use crate::body::{self, GatewayBody};
 use crate::config::{Config, ConfigErrors};
@@ -18,9 +19,12 @@ use crate::identity::IdentitySource;
 use crate::identity::sessions::{Chain, SessionSource};
 use crate::identity::static_keys::StaticKeys;
 use crate::listener::Handler;
+use crate::metrics::{Metrics, Stage};
 use crate::reload::{Reload, Reloadable};
 use crate::sigv4::Policy;
 use crate::sts::endpoint::StsEndpoint;
+use crate::trace::{RequestIds, TraceContext};
+use crate::trail::Trail;
 use crate::verify::VerifyStage;
 use authz_rules::Rules;
 use http::request::Parts;
@@ -49,6 +53,9 @@ pub struct Gateway {
     assertion_header: HeaderName,
     sts: Option<StsEndpoint>,
     sessions: Option<SessionSource>,
+    request_ids: RequestIds,
+    metrics: Arc<Metrics>,
+    auditor: Arc<Auditor>,
 }
 
 /// Loads the rules file, refusing one with errors (the message lists them all).
@@ -148,7 +155,12 @@ impl Gateway {
             None => (None, None),
         };
         let jwks_body = bytes::Bytes::from(signer.jwks().to_string());
+        let metrics = Arc::new(Metrics::new());
         Ok(Gateway {
+            request_ids: RequestIds::new(&config.tracing)?,
+            auditor: Auditor::start(&config.audit)?,
+            forwarder: Forwarder::new(&config.targets, Arc::clone(&metrics))?,
+            metrics,
             jwks_body,
             sts,
             sessions,
@@ -157,7 +169,6 @@ impl Gateway {
             rules,
             routes: Routes::new(&config.targets),
             upstreams,
-            forwarder: Forwarder::new(&config.targets)?,
             signer,
             assertion_header: HeaderName::from_bytes(config.assertion.header.as_bytes())
                 .map_err(|e| format!("assertion.header: {e}"))?,
@@ -175,6 +186,34 @@ impl Gateway {
     /// The live rules.
     pub fn rules(&self) -> Arc<Rules> {
         self.rules.get()
+    }
+
+    /// The gateway's metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The audit log's queue.
+    pub fn auditor(&self) -> &Arc<Auditor> {
+        &self.auditor
+    }
+
+    /// The `/metrics` exposition: gauges mirrored from the reloaders and the audit
+    /// queue are brought up to date first.
+    pub fn scrape(&self) -> String {
+        for r in self.reloadables() {
+            self.metrics
+                .set_reload(r.what(), r.reloads(), r.failures(), r.last_success_unix());
+        }
+        let a = &self.auditor;
+        self.metrics.set_audit(
+            a.depth(),
+            a.capacity(),
+            a.dropped(),
+            a.written(),
+            a.write_errors(),
+        );
+        self.metrics.render()
     }
 
     /// The assertion signer's public keys (what `/.well-known/jwks.json` serves).
@@ -204,37 +243,37 @@ impl Gateway {
         body: GatewayBody,
         conn: Arc<ConnInfo>,
     ) -> Response<GatewayBody> {
-        let ctx = RequestContext {
-            request_id: uuid::Uuid::new_v4().to_string(),
-            conn,
-            received: Instant::now(),
-            now: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
-        };
+        let received = Instant::now();
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let request_id = self.request_ids.pick(&parts.headers, conn.peer.ip());
+        let mut trace = TraceContext::from_headers(&parts.headers);
         let span = tracing::info_span!(
             "request",
-            request_id = %ctx.request_id,
+            request_id = %request_id,
+            trace_id = %trace.trace_id(),
             method = %parts.method,
-            peer = %ctx.conn.peer,
-            tls_client = ctx.conn.client_identity.as_deref().unwrap_or("-"),
+            peer = %conn.peer,
+            tls_client = conn.client_identity.as_deref().unwrap_or("-"),
         );
-        let result = self
-            .pipeline(parts, body, &ctx)
-            .instrument(span.clone())
-            .await;
-        let _enter = span.enter();
-        let mut resp = match result {
-            Ok(resp) => resp,
-            Err(e) => {
-                tracing::info!(
-                    status = e.status().as_u16(),
-                    code = e.code(),
-                    elapsed_us = ctx.received.elapsed().as_micros() as u64,
-                    "rejected"
-                );
-                e.into_response(&ctx.request_id)
-            }
+        trace.attach(&span);
+        let ctx = RequestContext {
+            request_id,
+            conn,
+            received,
+            now: i64::try_from(wall.as_secs()).unwrap_or(i64::MAX),
+            trace,
+        };
+        let mut resp = if parts.uri.path() == JWKS_PATH && parts.uri.query().is_none() {
+            // Public keys, not a call to a PBC: not audited.
+            self.serve_jwks(&parts.method)
+                .unwrap_or_else(|e| e.into_response(&ctx.request_id))
+        } else {
+            let wall_ms = i64::try_from(wall.as_millis()).unwrap_or(i64::MAX);
+            self.audited(parts, body, &ctx, wall_ms)
+                .instrument(span)
+                .await
         };
         if let Ok(v) = HeaderValue::from_str(&ctx.request_id) {
             resp.headers_mut().insert("x-amzn-requestid", v);
@@ -242,35 +281,136 @@ impl Gateway {
         resp
     }
 
+    /// Runs the request through the stages with its audit record: a place in the audit
+    /// queue is taken first (in fail-closed mode, no place means 503), the record is
+    /// filled in by each stage and emitted when the response body ends.
+    async fn audited(
+        &self,
+        parts: Parts,
+        body: GatewayBody,
+        ctx: &RequestContext,
+        wall_ms: i64,
+    ) -> Response<GatewayBody> {
+        let sts = self.sts.as_ref().filter(|s| s.serves(parts.uri.path()));
+        let kind = if sts.is_some() {
+            EventType::StsAction
+        } else {
+            EventType::GatewayRequest
+        };
+        let mut record = AuditRecord::new(
+            kind,
+            &ctx.request_id,
+            wall_ms,
+            ctx.conn.peer,
+            &parts.method,
+            &parts.uri,
+        );
+        record.trace_id = Some(ctx.trace.trace_id());
+        record.tls_client.clone_from(&ctx.conn.client_identity);
+        record.user_agent = crate::audit::record::user_agent(&parts.headers);
+        let Ok(slot) = self.auditor.reserve() else {
+            let e = GatewayError::unavailable(
+                "The gateway cannot write its audit log fast enough and is configured to refuse \
+                 requests it cannot audit ([audit] on_full = \"fail_closed\"). Retry with backoff.",
+            );
+            // The auditor counts and logs the loss (at most once a second).
+            tracing::debug!(code = e.code(), "rejected: the audit queue is full");
+            self.metrics.request("-", "-", "deny", e.code());
+            return e.into_response(&ctx.request_id);
+        };
+        let mut trail = Trail::new(record, Some(slot), Arc::clone(&self.metrics), ctx.received);
+        let body = trail.count_request_body(body);
+        let result = match sts {
+            Some(sts) => {
+                trail.claimed_key(&parts);
+                let credentials = self.credentials.get();
+                let identity = Chain {
+                    sessions: self.sessions.as_ref().map(|s| s as &dyn IdentitySource),
+                    fallback: credentials.as_ref(),
+                };
+                let rules = self.rules.get();
+                Ok(sts
+                    .handle(parts, body, &identity, &rules, ctx, &mut trail)
+                    .await)
+            }
+            None => self.pipeline(parts, body, ctx, &mut trail).await,
+        };
+        let resp = match result {
+            Ok(resp) => resp,
+            Err(e) => {
+                let who = &trail.record.user_identity;
+                tracing::info!(
+                    status = e.status().as_u16(),
+                    code = e.code(),
+                    principal = who.principal_arn.as_deref().unwrap_or("-"),
+                    access_key_id = who.access_key_id.as_deref().unwrap_or("-"),
+                    caller_pbc = who.caller_pbc.as_deref().unwrap_or("-"),
+                    target = trail.record.target_pbc.as_deref().unwrap_or("-"),
+                    elapsed_us =
+                        u64::try_from(ctx.received.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    "rejected"
+                );
+                trail.error(&e);
+                e.into_response(&ctx.request_id)
+            }
+        };
+        let (head, body) = resp.into_parts();
+        let body = trail.finish_with(head.status.as_u16(), body);
+        Response::from_parts(head, body)
+    }
+
     async fn pipeline(
         &self,
         mut parts: Parts,
         body: GatewayBody,
         ctx: &RequestContext,
+        trail: &mut Trail,
     ) -> Result<Response<GatewayBody>, GatewayError> {
-        if parts.uri.path() == JWKS_PATH && parts.uri.query().is_none() {
-            return self.serve_jwks(&parts.method);
-        }
         let credentials = self.credentials.get();
         let identity = Chain {
             sessions: self.sessions.as_ref().map(|s| s as &dyn IdentitySource),
             fallback: credentials.as_ref(),
         };
-        if let Some(sts) = &self.sts
-            && sts.serves(parts.uri.path())
-        {
-            let rules = self.rules.get();
-            return Ok(sts.handle(parts, body, &identity, &rules, ctx).await);
-        }
         // verify (the identity look-up happens between its two halves)
+        let started = Instant::now();
         let authenticated = self
             .verify
             .run(&mut parts, body, &identity, ctx.now)
-            .await?;
+            .instrument(tracing::info_span!("verify"))
+            .await;
+        trail.stage(Stage::Verify, started.elapsed());
+        let authenticated = match authenticated {
+            Ok(a) => a,
+            Err(e) => {
+                trail.claimed_key(&parts);
+                return Err(e);
+            }
+        };
+        trail.principal(&authenticated.principal);
         let stream_failure = authenticated.stream_failure.clone();
         // authorize
+        let started = Instant::now();
         let rules = self.rules.get();
-        let permit = authorize(&rules, &self.routes, authenticated.principal, &parts, ctx)?;
+        let permit = tracing::info_span!("authorize")
+            .in_scope(|| authorize(&rules, &self.routes, authenticated.principal, &parts, ctx));
+        trail.stage(Stage::Authorize, started.elapsed());
+        let permit = match permit {
+            Ok(permit) => permit,
+            Err(denial) => {
+                trail.record.user_identity.caller_pbc = denial.caller_pbc;
+                trail.record.target_pbc = denial.target;
+                trail.record.rule = denial.rule;
+                return Err(denial.error);
+            }
+        };
+        trail.record.decision = Decision::Allow;
+        trail
+            .record
+            .user_identity
+            .caller_pbc
+            .clone_from(&permit.caller_pbc);
+        trail.record.target_pbc = Some(permit.route.target.clone());
+        trail.record.rule = Some(permit.rule_id.clone());
         tracing::info!(
             principal = %permit.principal.arn,
             role = %permit.principal.role_arn,
@@ -282,11 +422,21 @@ impl Gateway {
             "allowed"
         );
         // forward
-        let result = self.forward(permit, parts, authenticated.body, ctx).await;
+        let started = Instant::now();
+        let span = tracing::info_span!("forward", target = %permit.route.target);
+        let result = self
+            .forward(permit, parts, authenticated.body, ctx)
+            .instrument(span)
+            .await;
+        trail.stage(Stage::Upstream, started.elapsed());
         // A chunk that failed verification aborted the upstream request; its
         // rejection is the answer, whatever the upstream managed to say.
         if let Some(rejection) = stream_failure.take() {
+            trail.record.decision = Decision::Deny;
             return Err(rejection);
+        }
+        if let Ok(resp) = &result {
+            trail.record.upstream_status = Some(resp.status().as_u16());
         }
         result
     }
@@ -335,6 +485,7 @@ impl Gateway {
                 host: host.as_deref(),
             },
         );
+        ctx.trace.inject(&mut parts.headers);
         self.forwarder
             .send(&permit.route.target, Request::from_parts(parts, body))
             .await
@@ -373,5 +524,9 @@ impl Handler for GatewayHandler {
     ) -> impl std::future::Future<Output = Response<GatewayBody>> + Send {
         let gateway = Arc::clone(&self.0);
         async move { gateway.handle(req, conn).await }
+    }
+
+    fn tls_handshake_failed(&self, reason: &'static str) {
+        self.0.metrics.tls_handshake_error(reason);
     }
 }

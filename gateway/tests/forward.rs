@@ -18,6 +18,7 @@ use gateway::body::{self, GatewayBody};
 use gateway::config::TargetConfig;
 use gateway::forward::{Forwarder, Rewrite, rewrite_request};
 use gateway::identity::Principal;
+use gateway::metrics::Metrics;
 use http::{HeaderName, Request, Response, StatusCode};
 use http_body::{Body, Frame};
 use http_body_util::BodyExt;
@@ -283,6 +284,10 @@ async fn silent_upstream() -> SocketAddr {
 // ---------------------------------------------------------------------------------------
 // The gateway side
 
+fn metrics() -> Arc<Metrics> {
+    Arc::new(Metrics::new())
+}
+
 fn target(upstream: String, ca_bundle: Option<PathBuf>) -> TargetConfig {
     TargetConfig {
         name: "order".into(),
@@ -445,6 +450,7 @@ const UPSTREAM_PQ: &str = "/items?b=2&X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Cre
 
 struct Setup {
     _dir: TempDir,
+    metrics: Arc<Metrics>,
     forwarder: Forwarder,
     upstream: Upstream,
     signer: AssertionSigner,
@@ -460,10 +466,15 @@ async fn tls_setup(alpn: &[&[u8]]) -> Setup {
     )
     .await;
     let ca_path = dir.write("ca.pem", &ca.pem);
-    let forwarder =
-        Forwarder::new(&[target(format!("https://{}", upstream.addr), Some(ca_path))]).unwrap();
+    let metrics = metrics();
+    let forwarder = Forwarder::new(
+        &[target(format!("https://{}", upstream.addr), Some(ca_path))],
+        Arc::clone(&metrics),
+    )
+    .unwrap();
     Setup {
         _dir: dir,
+        metrics,
         forwarder,
         upstream,
         signer: AssertionSigner::generate("gw-test", 60).unwrap(),
@@ -478,7 +489,7 @@ fn forwarder_and_its_future_are_send_and_sync() {
     fn send_sync<T: Send + Sync>() {}
     fn send<T: Send>(_: &T) {}
     send_sync::<Forwarder>();
-    let f = Forwarder::new(&[target("http://127.0.0.1:9".into(), None)]).unwrap();
+    let f = Forwarder::new(&[target("http://127.0.0.1:9".into(), None)], metrics()).unwrap();
     let fut = f.send("order", Request::new(body::empty()));
     send(&fut);
 }
@@ -575,7 +586,11 @@ async fn upstream_hop_by_hop_response_headers_are_removed() {
 #[tokio::test]
 async fn plain_http_upstream_when_configured() {
     let upstream = plain_upstream().await;
-    let f = Forwarder::new(&[target(format!("http://{}", upstream.addr), None)]).unwrap();
+    let f = Forwarder::new(
+        &[target(format!("http://{}", upstream.addr), None)],
+        metrics(),
+    )
+    .unwrap();
     let signer = AssertionSigner::generate("gw-test", 60).unwrap();
     let req = rewrite(
         &f,
@@ -591,7 +606,11 @@ async fn plain_http_upstream_when_configured() {
 #[tokio::test]
 async fn upstream_base_path_is_kept() {
     let upstream = plain_upstream().await;
-    let f = Forwarder::new(&[target(format!("http://{}/api/v1", upstream.addr), None)]).unwrap();
+    let f = Forwarder::new(
+        &[target(format!("http://{}/api/v1", upstream.addr), None)],
+        metrics(),
+    )
+    .unwrap();
     let signer = AssertionSigner::generate("gw-test", 60).unwrap();
     let req = rewrite(
         &f,
@@ -615,10 +634,13 @@ async fn certificate_from_another_ca_is_a_502_naming_the_bundle() {
     )
     .await;
     let ca_path = dir.write("other-ca.pem", &other.pem);
-    let f = Forwarder::new(&[target(
-        format!("https://{}", upstream.addr),
-        Some(ca_path.clone()),
-    )])
+    let f = Forwarder::new(
+        &[target(
+            format!("https://{}", upstream.addr),
+            Some(ca_path.clone()),
+        )],
+        metrics(),
+    )
     .unwrap();
     let signer = AssertionSigner::generate("gw-test", 60).unwrap();
     let req = rewrite(&f, &signer, client_request("/order/x", body::empty()), "/x");
@@ -650,10 +672,13 @@ async fn certificate_for_another_name_is_a_502() {
         key_der: PrivatePkcs8KeyDer::from(key.serialize_der()).into(),
     };
     let upstream = https_upstream(&leaf, &[b"http/1.1"], None).await;
-    let f = Forwarder::new(&[target(
-        format!("https://{}", upstream.addr),
-        Some(dir.write("ca.pem", &ca.pem)),
-    )])
+    let f = Forwarder::new(
+        &[target(
+            format!("https://{}", upstream.addr),
+            Some(dir.write("ca.pem", &ca.pem)),
+        )],
+        metrics(),
+    )
     .unwrap();
     let signer = AssertionSigner::generate("gw-test", 60).unwrap();
     let err = f
@@ -677,7 +702,11 @@ async fn closed_port_is_a_502() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let f = Forwarder::new(&[target(format!("http://127.0.0.1:{port}"), None)]).unwrap();
+    let f = Forwarder::new(
+        &[target(format!("http://127.0.0.1:{port}"), None)],
+        metrics(),
+    )
+    .unwrap();
     let signer = AssertionSigner::generate("gw-test", 60).unwrap();
     let started = Instant::now();
     let err = f
@@ -706,7 +735,7 @@ async fn slow_upstream_is_a_504_within_the_response_timeout() {
     let upstream = plain_upstream().await;
     let mut t = target(format!("http://{}", upstream.addr), None);
     t.response_timeout_ms = 300;
-    let f = Forwarder::new(&[t]).unwrap();
+    let f = Forwarder::new(&[t], metrics()).unwrap();
     let signer = AssertionSigner::generate("gw-test", 60).unwrap();
     let started = Instant::now();
     let err = f
@@ -739,7 +768,7 @@ async fn silent_tls_upstream_is_a_504_not_a_hang() {
         Some(dir.write("ca.pem", &ca.pem)),
     );
     t.response_timeout_ms = 300;
-    let f = Forwarder::new(&[t]).unwrap();
+    let f = Forwarder::new(&[t], metrics()).unwrap();
     let signer = AssertionSigner::generate("gw-test", 60).unwrap();
     let started = Instant::now();
     let err = f
@@ -775,7 +804,7 @@ async fn mtls(
         t.client_cert = Some(dir.write("client.pem", &client.cert_pem));
         t.client_key = Some(dir.write("client.key", &client.key_pem));
     }
-    let f = Forwarder::new(&[t]).unwrap();
+    let f = Forwarder::new(&[t], metrics()).unwrap();
     let signer = AssertionSigner::generate("gw-test", 60).unwrap();
     let resp = f
         .send(
@@ -860,7 +889,11 @@ fn bad_files_are_named_in_errors() {
     let leaf = ca.leaf("gw", ExtendedKeyUsagePurpose::ClientAuth);
 
     let not_pem = dir.write("garbage.pem", "this is not PEM\n");
-    let err = Forwarder::new(&[target("https://127.0.0.1:1".into(), Some(not_pem))]).unwrap_err();
+    let err = Forwarder::new(
+        &[target("https://127.0.0.1:1".into(), Some(not_pem))],
+        metrics(),
+    )
+    .unwrap_err();
     assert!(
         err.contains("target `order`") && err.contains("garbage.pem"),
         "{err}"
@@ -873,7 +906,7 @@ fn bad_files_are_named_in_errors() {
         "client.key",
         "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
     ));
-    let err = Forwarder::new(&[t]).unwrap_err();
+    let err = Forwarder::new(&[t], metrics()).unwrap_err();
     assert!(
         err.contains("target `order`") && err.contains("client.key"),
         "{err}"
@@ -884,11 +917,223 @@ fn bad_files_are_named_in_errors() {
     let mut t = target("https://127.0.0.1:1".into(), Some(good_ca));
     t.client_cert = Some(dir.write("client.pem", &leaf.cert_pem));
     t.client_key = Some(dir.write("other.key", &other_key.serialize_pem()));
-    let err = Forwarder::new(&[t]).unwrap_err();
+    let err = Forwarder::new(&[t], metrics()).unwrap_err();
     assert!(
         err.contains("client.pem") && err.contains("other.key"),
         "{err}"
     );
     assert!(!err.contains("PRIVATE KEY"), "{err}");
     let _ = leaf.key_pem;
+}
+
+// ---------------------------------------------------------------------------------------
+// Metrics
+
+/// The value of `series` (name and labels as rendered) in the exposition.
+fn sample(m: &Metrics, series: &str) -> f64 {
+    let text = m.render();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("{series} not in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
+const OPENED: &str = r#"gateway_upstream_connections_opened_total{target="order"}"#;
+const OPEN: &str = r#"gateway_upstream_connections_open{target="order"}"#;
+const IN_FLIGHT: &str = r#"gateway_upstream_requests_in_flight{target="order"}"#;
+
+fn errors(kind: &str) -> String {
+    format!(r#"gateway_upstream_errors_total{{target="order",kind="{kind}"}}"#)
+}
+
+/// Waits (a few seconds at most) for `series` to reach `want`: connections close in
+/// their own tasks.
+async fn eventually(m: &Metrics, series: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while sample(m, series) != want {
+        assert!(
+            Instant::now() < deadline,
+            "{series} stayed at {}",
+            sample(m, series)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn pooled_connections_are_counted_once_and_closed_ones_leave_the_open_gauge() {
+    for alpn in [&[b"http/1.1".as_slice()][..], &[b"h2".as_slice()][..]] {
+        let s = tls_setup(alpn).await;
+        let m = &s.metrics;
+        assert_eq!(sample(m, OPENED), 0.0);
+        assert_eq!(sample(m, OPEN), 0.0);
+        for round in 1..=2 {
+            let req = rewrite(
+                &s.forwarder,
+                &s.signer,
+                client_request("/order/x", body::empty()),
+                "/x",
+            );
+            let resp = s.forwarder.send("order", req).await.unwrap();
+            // In flight until the response body is read to its end.
+            assert_eq!(sample(m, IN_FLIGHT), 1.0, "{alpn:?} round {round}");
+            json(resp).await;
+            assert_eq!(sample(m, IN_FLIGHT), 0.0, "{alpn:?} round {round}");
+            // The second request reuses the first one's connection.
+            assert_eq!(sample(m, OPENED), 1.0, "{alpn:?} round {round}");
+            assert_eq!(sample(m, OPEN), 1.0, "{alpn:?} round {round}");
+        }
+        assert_eq!(s.upstream.accepted.load(Ordering::SeqCst), 1, "{alpn:?}");
+        for kind in [
+            "timeout",
+            "connect_timeout",
+            "refused",
+            "reset",
+            "tls",
+            "other",
+        ] {
+            assert_eq!(sample(m, &errors(kind)), 0.0, "{alpn:?} {kind}");
+        }
+        // Dropping the forwarder drops its pool: the idle connection closes.
+        drop(s.forwarder);
+        eventually(m, OPEN, 0.0).await;
+        assert_eq!(sample(m, OPENED), 1.0);
+    }
+}
+
+#[tokio::test]
+async fn a_response_body_dropped_unread_leaves_the_in_flight_gauge() {
+    let upstream = plain_upstream().await;
+    let m = metrics();
+    let f = Forwarder::new(
+        &[target(format!("http://{}", upstream.addr), None)],
+        Arc::clone(&m),
+    )
+    .unwrap();
+    let signer = AssertionSigner::generate("gw-test", 60).unwrap();
+    let req = rewrite(
+        &f,
+        &signer,
+        client_request("/order/big/10000000", body::empty()),
+        "/big/10000000",
+    );
+    let resp = f.send("order", req).await.unwrap();
+    assert_eq!(sample(&m, IN_FLIGHT), 1.0);
+    drop(resp);
+    assert_eq!(sample(&m, IN_FLIGHT), 0.0);
+    // A connection abandoned mid-body cannot be reused: it closes.
+    eventually(&m, OPEN, 0.0).await;
+    assert_eq!(sample(&m, OPENED), 1.0);
+}
+
+#[tokio::test]
+async fn upstream_errors_are_counted_by_kind() {
+    let signer = AssertionSigner::generate("gw-test", 60).unwrap();
+
+    // Refused: nothing listens on the port.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let m = metrics();
+    let f = Forwarder::new(
+        &[target(format!("http://127.0.0.1:{port}"), None)],
+        Arc::clone(&m),
+    )
+    .unwrap();
+    let req = rewrite(&f, &signer, client_request("/order/x", body::empty()), "/x");
+    assert_eq!(
+        f.send("order", req).await.unwrap_err().status(),
+        StatusCode::BAD_GATEWAY
+    );
+    assert_eq!(sample(&m, &errors("refused")), 1.0);
+    assert_eq!(sample(&m, &errors("other")), 0.0);
+    assert_eq!(sample(&m, IN_FLIGHT), 0.0);
+    assert_eq!(
+        sample(&m, OPENED),
+        0.0,
+        "a failed connect is not a connection"
+    );
+
+    // Timeout: the upstream sends no response head in time.
+    let upstream = plain_upstream().await;
+    let mut t = target(format!("http://{}", upstream.addr), None);
+    t.response_timeout_ms = 200;
+    let m = metrics();
+    let f = Forwarder::new(&[t], Arc::clone(&m)).unwrap();
+    let req = rewrite(
+        &f,
+        &signer,
+        client_request("/order/slow", body::empty()),
+        "/slow",
+    );
+    assert_eq!(
+        f.send("order", req).await.unwrap_err().status(),
+        StatusCode::GATEWAY_TIMEOUT
+    );
+    assert_eq!(sample(&m, &errors("timeout")), 1.0);
+    assert_eq!(sample(&m, IN_FLIGHT), 0.0);
+
+    // TLS: the upstream's certificate is from another CA.
+    let dir = TempDir::new();
+    let real = Ca::new("real CA");
+    let other = Ca::new("other CA");
+    let upstream = https_upstream(
+        &real.leaf("orders", ExtendedKeyUsagePurpose::ServerAuth),
+        &[b"http/1.1"],
+        None,
+    )
+    .await;
+    let m = metrics();
+    let f = Forwarder::new(
+        &[target(
+            format!("https://{}", upstream.addr),
+            Some(dir.write("other.pem", &other.pem)),
+        )],
+        Arc::clone(&m),
+    )
+    .unwrap();
+    let req = rewrite(&f, &signer, client_request("/order/x", body::empty()), "/x");
+    assert_eq!(
+        f.send("order", req).await.unwrap_err().status(),
+        StatusCode::BAD_GATEWAY
+    );
+    assert_eq!(sample(&m, &errors("tls")), 1.0);
+    assert_eq!(
+        sample(&m, OPENED),
+        0.0,
+        "a failed handshake is not a connection"
+    );
+}
+
+#[tokio::test]
+async fn a_cancelled_send_leaves_the_in_flight_gauge() {
+    let upstream = plain_upstream().await;
+    let m = metrics();
+    let f = Forwarder::new(
+        &[target(format!("http://{}", upstream.addr), None)],
+        Arc::clone(&m),
+    )
+    .unwrap();
+    let signer = AssertionSigner::generate("gw-test", 60).unwrap();
+    let req = rewrite(
+        &f,
+        &signer,
+        client_request("/order/slow", body::empty()),
+        "/slow",
+    );
+    let mut send = Box::pin(f.send("order", req));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), send.as_mut())
+            .await
+            .is_err()
+    );
+    assert_eq!(sample(&m, IN_FLIGHT), 1.0);
+    drop(send);
+    assert_eq!(sample(&m, IN_FLIGHT), 0.0);
+    // The caller gave up, not the upstream: no error is counted.
+    for kind in ["timeout", "other"] {
+        assert_eq!(sample(&m, &errors(kind)), 0.0);
+    }
 }

@@ -465,6 +465,85 @@ async fn a_stalled_tls_handshake_is_cut_off_after_header_read_timeout() {
     );
 }
 
+/// A handler that only records the TLS handshake failures it is told about.
+#[derive(Clone, Default)]
+struct HandshakeWatcher(Arc<std::sync::Mutex<Vec<&'static str>>>);
+
+impl listener::Handler for HandshakeWatcher {
+    async fn call(
+        &self,
+        _req: Request<Incoming>,
+        _conn: Arc<ConnInfo>,
+    ) -> Response<body::GatewayBody> {
+        Response::new(body::empty())
+    }
+
+    fn tls_handshake_failed(&self, reason: &'static str) {
+        self.0.lock().unwrap().push(reason);
+    }
+}
+
+#[tokio::test]
+async fn handshake_failures_and_timeouts_are_reported_to_the_handler() {
+    let pki = Pki::new();
+    let limits = ServerLimits {
+        header_read_timeout: Duration::from_millis(300),
+        ..limits()
+    };
+    let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = tcp.local_addr().unwrap();
+    let watcher = HandshakeWatcher::default();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let done = tokio::spawn(listener::serve(
+        tcp,
+        Some(pki.server_config(false, false)),
+        limits,
+        watcher.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let seen = || watcher.0.lock().unwrap().clone();
+    // The socket may close a moment before the listener reports: wait for the report.
+    let reported = |want: &'static [&'static str]| {
+        let watcher = watcher.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            while *watcher.0.lock().unwrap() != want {
+                assert!(tokio::time::Instant::now() < deadline, "{:?}", watcher.0);
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+
+    // Not TLS at all: the handshake fails.
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_until_closed(&mut tcp).await.is_some());
+    reported(&["failed"]).await;
+
+    // Half a ClientHello record header, then nothing: the handshake times out.
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(&[0x16, 0x03]).await.unwrap();
+    assert!(read_until_closed(&mut tcp).await.is_some());
+    reported(&["failed", "timeout"]).await;
+
+    // A good handshake is not reported.
+    let stream = tls_connect(addr, pki.client_config(&[b"h2"], None))
+        .await
+        .unwrap();
+    assert_eq!(
+        h2_once(stream, get_h2("/")).await.unwrap().status,
+        StatusCode::OK
+    );
+    assert_eq!(seen(), ["failed", "timeout"]);
+
+    stop.send(()).unwrap();
+    timeout(PATIENCE, done).await.unwrap().unwrap().unwrap();
+}
+
 // ---------------------------------------------------------------- mutual TLS
 
 /// With TLS 1.3 the client finishes its side of the handshake before the server has
@@ -1013,7 +1092,8 @@ async fn admin_healthz_and_readyz() {
     let addr = tcp.local_addr().unwrap();
     let readiness = Readiness::default();
     let (stop, stopped) = oneshot::channel::<()>();
-    let done = tokio::spawn(admin::serve(tcp, readiness.clone(), async move {
+    let scrape: admin::Scrape = Arc::new(|| "# TYPE up gauge\nup 1\n# EOF\n".to_string());
+    let done = tokio::spawn(admin::serve(tcp, readiness.clone(), scrape, async move {
         let _ = stopped.await;
     }));
 
@@ -1056,6 +1136,19 @@ async fn admin_healthz_and_readyz() {
         StatusCode::OK
     );
 
+    let metrics = admin_get(addr, "GET", "/metrics").await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    assert_eq!(
+        metrics.headers["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert_eq!(metrics.headers["cache-control"], "no-store");
+    assert_eq!(&metrics.body[..], b"# TYPE up gauge\nup 1\n# EOF\n");
+    assert_eq!(
+        admin_get(addr, "POST", "/metrics").await.status,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+
     let missing = admin_get(addr, "GET", "/metricz").await;
     assert_eq!(missing.status, StatusCode::NOT_FOUND);
     assert_eq!(missing.json()["status"], "not found");
@@ -1073,7 +1166,7 @@ async fn admin_router_works_without_a_socket() {
     use tower::ServiceExt;
     let readiness = Readiness::default();
     readiness.set_ready(true);
-    let resp = admin::router(readiness)
+    let resp = admin::router(readiness, Arc::new(String::new))
         .oneshot(
             Request::get("/readyz")
                 .body(axum::body::Body::empty())

@@ -255,6 +255,7 @@ pub fn format_millis(unix_ms: i64) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -267,10 +268,7 @@ mod tests {
             redact_query(&uri),
             "/orders/1?X-Amz-Signature=REDACTED&X-Amz-Security-Token=REDACTED&flag&e="
         );
-        assert_eq!(
-            redact_query(&http::Uri::from_static("/orders")),
-            "/orders"
-        );
+        assert_eq!(redact_query(&http::Uri::from_static("/orders")), "/orders");
     }
 
     #[test]
@@ -293,7 +291,9 @@ mod tests {
 
     #[test]
     fn records_serialize_in_camel_case_without_empty_fields() {
-        let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap_or(SocketAddr::from(([0; 4], 0)));
+        let peer: SocketAddr = "127.0.0.1:5000"
+            .parse()
+            .unwrap_or(SocketAddr::from(([0; 4], 0)));
         let r = AuditRecord::new(
             EventType::GatewayRequest,
             "rid",

@@ -292,6 +292,11 @@ impl Demo {
         &self.state_dir
     }
 
+    /// The audit log the demo gateway writes (in the state directory).
+    pub fn audit_path(&self) -> PathBuf {
+        self.state_dir.join("audit.log")
+    }
+
     /// The demo CA certificate (PEM): trust it to talk to the gateway.
     pub fn ca_path(&self) -> &Path {
         &self.ca_path
@@ -377,6 +382,19 @@ impl Demo {
                 command: format!("curl -i {}/healthz", self.admin_url),
                 expect: "HTTP 200".into(),
             },
+            DemoCommand {
+                title: "Prometheus metrics (admin listener): requests by caller, target, decision and code".into(),
+                command: format!("curl -s {}/metrics | grep gateway_requests_total", self.admin_url),
+                expect: "gateway_requests_total{caller=\"checkout\",target=\"order\",decision=\"allow\",code=\"OK\"} ...".into(),
+            },
+            DemoCommand {
+                title: "the audit log: one JSON line per request, who called what and why it was decided".into(),
+                command: format!(
+                    "tail -n 3 {}",
+                    shell_quote(&self.audit_path().display().to_string())
+                ),
+                expect: "{\"eventVersion\":\"1.0\",...,\"decision\":\"Allow\",\"rule\":...}".into(),
+            },
         ]
     }
 
@@ -396,9 +414,10 @@ impl Demo {
         );
         let _ = writeln!(
             out,
-            "  admin      {}    (/healthz, /readyz)",
+            "  admin      {}    (/healthz, /readyz, /metrics)",
             self.admin_url
         );
+        let _ = writeln!(out, "  audit log  {}", self.audit_path().display());
         let _ = writeln!(out, "  JWKS       {}{JWKS_PATH}", self.public_url);
         let _ = writeln!(out, "  CA         {}", self.ca_path.display());
         let _ = writeln!(out, "  state dir  {dir}");
@@ -561,6 +580,13 @@ file = "rules.toml"
 
 [assertion]
 issuer = "{ISSUER}"
+
+# One JSON line per request and STS call: who, what, the decision and why.
+[audit]
+sink = "file"
+path = "audit.log"
+max_file_bytes = 10485760
+max_files = 3
 
 [sts]
 path = "/sts"

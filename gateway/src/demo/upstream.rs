@@ -276,6 +276,14 @@ pub fn respond(
         if let Some(q) = parts.uri.query() {
             obj.insert("query".into(), q.into());
         }
+        // The W3C trace context the gateway propagated, to show the trace continues.
+        if let Some(tp) = parts
+            .headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+        {
+            obj.insert("traceparent".into(), tp.into());
+        }
         if !body.is_empty() {
             // Echoed so a POST shows the body made it through the gateway intact.
             let echoed = serde_json::from_slice::<serde_json::Value>(body)

@@ -6,10 +6,12 @@ use super::bridge::{AwsBridge, BridgeError};
 use super::roles::Roles;
 use super::session::{SessionClaims, SessionKeys};
 use super::web_identity::{WebIdentityError, WebIdentityVerifier};
+use crate::audit::{Decision, StsDetails};
 use crate::body::{self, GatewayBody};
 use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::identity::{IdentitySource, Principal};
+use crate::trail::Trail;
 use crate::verify::VerifyStage;
 use authz_rules::Rules;
 use http::request::Parts;
@@ -105,21 +107,31 @@ impl StsEndpoint {
         identity: &dyn IdentitySource,
         rules: &Rules,
         ctx: &RequestContext,
+        trail: &mut Trail,
     ) -> Response<GatewayBody> {
-        let result = self.dispatch(&mut parts, body, identity, rules, ctx).await;
+        let mut details = StsDetails::default();
+        let result = self
+            .dispatch(&mut parts, body, identity, rules, ctx, trail, &mut details)
+            .await;
+        trail.record.sts = Some(details);
         match result {
-            Ok(xml) => xml_response(StatusCode::OK, xml, &ctx.request_id),
+            Ok(xml) => {
+                trail.record.decision = Decision::Allow;
+                xml_response(StatusCode::OK, xml, &ctx.request_id)
+            }
             Err(StsError(e)) => {
                 tracing::info!(
                     status = e.status().as_u16(),
                     code = e.code(),
                     "sts: rejected"
                 );
+                trail.error(&e);
                 error_response(&e, &ctx.request_id)
             }
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn dispatch(
         &self,
         parts: &mut Parts,
@@ -127,6 +139,8 @@ impl StsEndpoint {
         identity: &dyn IdentitySource,
         rules: &Rules,
         ctx: &RequestContext,
+        trail: &mut Trail,
+        details: &mut StsDetails,
     ) -> Result<String, StsError> {
         let query = parts.uri.query().unwrap_or("").to_string();
         let signed = parts.headers.contains_key(http::header::AUTHORIZATION)
@@ -138,6 +152,7 @@ impl StsEndpoint {
                 .get("x-amz-content-sha256")
                 .is_some_and(|v| v.as_bytes() == b"UNSIGNED-PAYLOAD");
             let authn = self.verify.run(parts, body, identity, ctx.now).await?;
+            trail.principal(&authn.principal);
             let form = collect(authn.body).await?;
             // The body is the operation: it must be covered by the signature. A presigned
             // URL or UNSIGNED-PAYLOAD leaves it free, so STS refuses a body with either.
@@ -197,14 +212,21 @@ impl StsEndpoint {
                 "The request must contain the parameter Action.",
             )
         })?;
+        trail.record.event_name = action.chars().take(64).collect();
         check_parameters(&action, &params)?;
+        details.role_arn = params
+            .get("RoleArn")
+            .map(|r| r.chars().take(2048).collect());
+        details.role_session_name = params
+            .get("RoleSessionName")
+            .map(|r| r.chars().take(64).collect());
         match (action.as_str(), caller) {
             ("GetCallerIdentity", Some(caller)) => Ok(get_caller_identity(&caller, &ctx.request_id)),
             ("AssumeRole", Some(caller)) => {
-                self.assume_role(&caller, chain_origin, &params, rules, ctx)
+                self.assume_role(&caller, chain_origin, &params, rules, ctx, details)
             }
-            ("AssumeRoleWithWebIdentity", _) => self.assume_role_with_web_identity(&params, ctx).await,
-            ("AssumeRoleWithAWSIdentity", _) => self.assume_role_with_aws_identity(&params, ctx).await,
+            ("AssumeRoleWithWebIdentity", _) => self.assume_role_with_web_identity(&params, ctx, details).await,
+            ("AssumeRoleWithAWSIdentity", _) => self.assume_role_with_aws_identity(&params, ctx, details).await,
             ("GetCallerIdentity" | "AssumeRole", None) => Err(StsError(
                 crate::sigv4::Rejection::new(
                     crate::sigv4::Code::MissingAuthenticationToken,
@@ -227,6 +249,7 @@ impl StsEndpoint {
         &self,
         params: &HashMap<String, String>,
         ctx: &RequestContext,
+        details: &mut StsDetails,
     ) -> Result<String, StsError> {
         let role_arn = required(params, "RoleArn")?;
         let session_name = required(params, "RoleSessionName")?;
@@ -243,6 +266,7 @@ impl StsEndpoint {
             WebIdentityError::IdpUnreachable(m) => bad("IDPCommunicationError", m),
             WebIdentityError::Invalid(m) => bad("InvalidIdentityToken", m),
         })?;
+        details.federated_identity = Some(format!("{} {}", identity.issuer, identity.subject));
         let not_authorized = || {
             denied(format!(
                 "Not authorized to perform sts:AssumeRoleWithWebIdentity on {role_arn} with a token of {} for {}",
@@ -255,7 +279,7 @@ impl StsEndpoint {
         }
         let duration = duration(params, role.max_session_secs, false)?;
         let claims = SessionClaims::first_hop(&role.arn, session_name, ctx.now, duration);
-        let (credentials, assumed) = self.issue(&claims)?;
+        let (credentials, assumed) = self.issue(&claims, details)?;
         tracing::info!(
             issuer = %identity.issuer,
             subject = %identity.subject,
@@ -280,6 +304,7 @@ impl StsEndpoint {
         &self,
         params: &HashMap<String, String>,
         ctx: &RequestContext,
+        details: &mut StsDetails,
     ) -> Result<String, StsError> {
         let role_arn = required(params, "RoleArn")?;
         let session_name = required(params, "RoleSessionName")?;
@@ -295,6 +320,7 @@ impl StsEndpoint {
             BridgeError::Invalid(m) => bad("InvalidIdentityToken", m),
             BridgeError::Upstream(m) => bad("IDPCommunicationError", m),
         })?;
+        details.federated_identity = Some(identity.principal_arn.clone());
         let not_authorized = || {
             tracing::info!(
                 aws_principal = %identity.principal_arn,
@@ -314,7 +340,7 @@ impl StsEndpoint {
         // No source identity: the AWS principal is logged instead (a caller that wants
         // one sets it when it chains into another role with AssumeRole).
         let claims = SessionClaims::first_hop(&role.arn, session_name, ctx.now, duration);
-        let (credentials, assumed) = self.issue(&claims)?;
+        let (credentials, assumed) = self.issue(&claims, details)?;
         tracing::info!(
             aws_principal = %identity.principal_arn,
             aws_caller = %identity.caller_arn,
@@ -332,7 +358,11 @@ impl StsEndpoint {
     }
 
     /// Seals a session; returns the `<Credentials>` and `<AssumedRoleUser>` XML.
-    fn issue(&self, claims: &SessionClaims) -> Result<(String, String), StsError> {
+    fn issue(
+        &self,
+        claims: &SessionClaims,
+        details: &mut StsDetails,
+    ) -> Result<(String, String), StsError> {
         let creds = self.keys.issue(claims, &self.rng).map_err(|e| {
             tracing::error!(error = %e, "sts: cannot issue credentials");
             StsError(GatewayError::internal(
@@ -342,6 +372,9 @@ impl StsEndpoint {
         let arn = claims
             .assumed_role_arn()
             .map_err(|e| StsError(GatewayError::internal(e)))?;
+        details.issued_access_key_id = Some(creds.access_key_id.clone());
+        details.expiration = Some(authz_rules::condition::format_rfc3339(creds.expiration));
+        details.source_identity.clone_from(&claims.source_identity);
         let credentials = format!(
             "<Credentials><AccessKeyId>{}</AccessKeyId><SecretAccessKey>{}</SecretAccessKey><SessionToken>{}</SessionToken><Expiration>{}</Expiration></Credentials>",
             escape(&creds.access_key_id),
@@ -383,6 +416,7 @@ impl StsEndpoint {
         params: &HashMap<String, String>,
         rules: &Rules,
         ctx: &RequestContext,
+        details: &mut StsDetails,
     ) -> Result<String, StsError> {
         let chained = chain_origin.is_some();
         let role_arn = required(params, "RoleArn")?;
@@ -428,7 +462,7 @@ impl StsEndpoint {
             chained,
             origin_issued_at: chain_origin,
         };
-        let (credentials, assumed) = self.issue(&claims)?;
+        let (credentials, assumed) = self.issue(&claims, details)?;
         tracing::info!(
             caller = %caller.arn,
             role = %role.arn,

@@ -1,0 +1,14 @@
+"""Parses a /metrics exposition (read from stdin) with the Prometheus project's own
+parser (prometheus_client from PyPI) and prints every sample as JSON lines:
+{"name", "labels", "value", "type"}. The OpenMetrics parser is strict (it requires
+`# EOF`, valid names, types and escaping), so a page it accepts is a page Prometheus
+scrapes."""
+import json
+import sys
+
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+text = sys.stdin.read()
+for family in text_string_to_metric_families(text):
+    for s in family.samples:
+        print(json.dumps({"name": s.name, "labels": s.labels, "value": s.value, "type": family.type}))
