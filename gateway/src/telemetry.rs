@@ -187,6 +187,7 @@ mod otlp {
                     .with_service_name(service_name.to_string())
                     .build(),
             )
+            .with_id_generator(crate::trace::otel_ids::IdGenerator::default())
             .with_batch_exporter(exporter)
             .build();
         let layer = tracing_opentelemetry::layer()

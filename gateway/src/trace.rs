@@ -245,11 +245,13 @@ impl TraceContext {
     }
 
     /// With the `otlp` feature: makes `span` (the request's tracing span, not yet
-    /// entered) a child of the incoming remote context and adopts the OTel span's id as
-    /// the gateway hop's span id (and, for a new trace, its trace id), so what is
-    /// exported and what is forwarded agree. Call it right after creating the span and
-    /// before entering it or reading the ids. Does nothing when no OpenTelemetry layer
-    /// is installed (no `otlp_endpoint`). Without the feature: no-op.
+    /// entered) a child of the incoming remote context and gives its OTel span this
+    /// context's ids (the gateway hop's span id and, for a new trace, the trace id), so
+    /// what is exported and what is forwarded agree and ids read before `attach` stay
+    /// right. Should the OTel span have been built already (the span was entered
+    /// first), adopts its ids instead. Call it right after creating the span. Does
+    /// nothing when no OpenTelemetry layer is installed (no `otlp_endpoint`). Without
+    /// the feature: no-op.
     #[cfg(feature = "otlp")]
     pub fn attach(&mut self, span: &tracing::Span) {
         use opentelemetry::trace::{
@@ -278,7 +280,14 @@ impl TraceContext {
                 return;
             }
         }
+        // Building the OTel span (in `context()`, on this thread) takes these ids.
+        otel_ids::NEXT_SPAN.with(|c| c.set(Some(self.span_id)));
+        if self.parent_id.is_none() {
+            otel_ids::NEXT_TRACE.with(|c| c.set(Some(self.trace_id)));
+        }
         let cx = span.context();
+        otel_ids::NEXT_SPAN.with(|c| c.set(None));
+        otel_ids::NEXT_TRACE.with(|c| c.set(None));
         let otel = cx.span().span_context().clone();
         if !otel.is_valid() {
             return;
@@ -458,6 +467,42 @@ fn tracestate_value(value: &str) -> bool {
         && value
             .bytes()
             .all(|c| (0x20..=0x7e).contains(&c) && c != b',' && c != b'=')
+}
+
+/// OTel span ids for the `otlp` feature: the request span built in
+/// [`TraceContext::attach`] takes the context's ids; every other span random ones.
+#[cfg(feature = "otlp")]
+pub(crate) mod otel_ids {
+    use opentelemetry::trace::{SpanId, TraceId};
+    use opentelemetry_sdk::trace::RandomIdGenerator;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// The span id the next OTel span built on this thread takes.
+        pub(super) static NEXT_SPAN: Cell<Option<[u8; 8]>> = const { Cell::new(None) };
+        /// The trace id the next OTel root span built on this thread takes.
+        pub(super) static NEXT_TRACE: Cell<Option<[u8; 16]>> = const { Cell::new(None) };
+    }
+
+    /// The tracer provider's id generator.
+    #[derive(Debug, Default)]
+    pub(crate) struct IdGenerator {
+        random: RandomIdGenerator,
+    }
+
+    impl opentelemetry_sdk::trace::IdGenerator for IdGenerator {
+        fn new_trace_id(&self) -> TraceId {
+            NEXT_TRACE
+                .with(Cell::take)
+                .map_or_else(|| self.random.new_trace_id(), TraceId::from_bytes)
+        }
+
+        fn new_span_id(&self) -> SpanId {
+            NEXT_SPAN
+                .with(Cell::take)
+                .map_or_else(|| self.random.new_span_id(), SpanId::from_bytes)
+        }
+    }
 }
 
 /// A random non-zero id, different from `avoid`.

@@ -115,8 +115,11 @@ fn spans_are_exported_with_the_forwarded_ids() {
     );
     incoming.insert("tracestate", HeaderValue::from_static("congo=t61rcWkgMzE"));
     let mut continued = TraceContext::from_headers(&incoming);
+    let hop = continued.span_id();
     let span = tracing::info_span!("request", request_id = "req-otlp-1", method = "GET");
     continued.attach(&span);
+    // The OTel span took the context's ids: what was read before attach stays right.
+    assert_eq!(continued.span_id(), hop);
     span.in_scope(|| tracing::info!(status = 200, "forwarded"));
     drop(span);
     assert_eq!(continued.trace_id(), TRACE);
@@ -130,8 +133,14 @@ fn spans_are_exported_with_the_forwarded_ids() {
 
     // A request that starts a new trace: the gateway's span is the root.
     let mut fresh = TraceContext::from_headers(&HeaderMap::new());
+    let ids = (fresh.trace_id(), fresh.span_id());
     let span = tracing::info_span!("request", request_id = "req-otlp-2", method = "PUT");
     fresh.attach(&span);
+    assert_eq!((fresh.trace_id(), fresh.span_id()), ids);
+    // A child span (a stage) gets an id of its own, not the request's.
+    let stage = tracing::info_span!(parent: &span, "verify");
+    stage.in_scope(|| tracing::info!("verified"));
+    drop(stage);
     span.in_scope(|| tracing::info!("rejected"));
     drop(span);
 
@@ -189,6 +198,12 @@ fn spans_are_exported_with_the_forwarded_ids() {
     assert_eq!(hex(&second.span_id), fresh.span_id());
     assert!(second.parent_span_id.is_empty(), "a root span");
     assert!(fresh.sampled());
+
+    let stages = spans_named(&exports, "verify");
+    assert_eq!(stages.len(), 1);
+    assert_eq!(hex(&stages[0].trace_id), fresh.trace_id());
+    assert_eq!(hex(&stages[0].parent_span_id), fresh.span_id());
+    assert_ne!(hex(&stages[0].span_id), fresh.span_id());
 
     // service.name is the configured one.
     let service = exports
