@@ -410,6 +410,8 @@ async fn the_state_dir_holds_a_config_that_is_what_runs() {
         "/.well-known/jwks.json",
         "authz-rules explain",
         "authz-rules matrix",
+        "audit.log",
+        "/metrics",
     ] {
         assert!(text.contains(needle), "instructions lack {needle}:\n{text}");
     }
@@ -540,6 +542,35 @@ async fn printed_curl_commands_work_as_printed() {
 
     let health = run(find("/healthz")).await.unwrap();
     assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+
+    // The printed metrics command shows the requests just made.
+    let metrics = run(find("/metrics")).await.unwrap();
+    assert!(
+        metrics.contains(
+            "gateway_requests_total{caller=\"checkout\",target=\"order\",decision=\"allow\",code=\"OK\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("decision=\"deny\",code=\"AccessDenied\""),
+        "{metrics}"
+    );
+    // The audit log is where the instructions say, with a line per request, and the
+    // printed `tail` command shows it.
+    demo.running().gateway.auditor().flush().await;
+    let audit = std::fs::read_to_string(demo.audit_path()).unwrap();
+    assert!(audit.lines().count() >= 5, "{audit}");
+    assert!(text.contains(&demo.audit_path().display().to_string()), "{text}");
+    let tail = demo
+        .commands()
+        .into_iter()
+        .find(|c| c.command.starts_with("tail "))
+        .unwrap();
+    let shown = run(tail.command).await.unwrap();
+    for line in shown.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["eventVersion"], "1.0", "{v}");
+    }
     demo.shutdown().await;
 }
 
