@@ -913,3 +913,68 @@ async fn a_full_audit_queue_in_fail_closed_mode_answers_503() {
     strict.shutdown().await;
     demo.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_come_from_a_trusted_peer_header_or_are_generated() {
+    let dir = TempDir::new("requestid");
+    let demo = start_demo(&dir).await;
+    let mut config = gateway::config::Config::load(demo.config_path()).unwrap();
+    config.listen.addr = "127.0.0.1:0".parse().unwrap();
+    config.admin.addr = "127.0.0.1:0".parse().unwrap();
+    config.audit.path = Some(dir.0.join("lb-audit.log"));
+    config.tracing.request_id_header = Some("x-request-id".into());
+    config.tracing.request_id_trusted_peers = vec!["127.0.0.0/8".into()];
+    let behind_lb = gateway::server::start(&config).await.unwrap();
+    let url = format!("https://127.0.0.1:{}", behind_lb.addr.port());
+    let client = client(demo.ca_path());
+    let denied_with = |id: &str| {
+        signed(
+            &key("catalogue"),
+            demo::SERVICE,
+            "GET",
+            &format!("{url}/order/orders/7"),
+            &[("x-request-id", id)],
+            b"",
+            SystemTime::now(),
+        )
+    };
+
+    // From a trusted peer, a well-formed id is the request id everywhere.
+    let taken = send(&client, denied_with("lb-7f3a.42:1")).await;
+    assert_eq!(taken.request_id, "lb-7f3a.42:1");
+    let v: Value = serde_json::from_str(&taken.body).unwrap();
+    assert_eq!(v["requestId"], "lb-7f3a.42:1", "{v}");
+    // One that could forge a log line or is too long is replaced by a fresh id.
+    for hostile in ["a b\"c", &"x".repeat(200)] {
+        let replaced = send(&client, denied_with(hostile)).await;
+        assert_ne!(replaced.request_id, hostile);
+        assert_eq!(
+            replaced.request_id.len(),
+            36,
+            "a UUID: {}",
+            replaced.request_id
+        );
+    }
+    behind_lb.gateway.auditor().flush().await;
+    let text = std::fs::read_to_string(dir.0.join("lb-audit.log")).unwrap();
+    assert!(text.contains("\"requestID\":\"lb-7f3a.42:1\""), "{text}");
+
+    // The demo gateway names no such header: a caller cannot choose its request id.
+    let demo_url = demo.url().to_string();
+    let ignored = send(
+        &client,
+        signed(
+            &key("catalogue"),
+            demo::SERVICE,
+            "GET",
+            &format!("{demo_url}/order/orders/7"),
+            &[("x-request-id", "chosen-by-caller")],
+            b"",
+            SystemTime::now(),
+        ),
+    )
+    .await;
+    assert_ne!(ignored.request_id, "chosen-by-caller");
+    behind_lb.shutdown().await;
+    demo.shutdown().await;
+}

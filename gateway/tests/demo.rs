@@ -560,7 +560,10 @@ async fn printed_curl_commands_work_as_printed() {
     demo.running().gateway.auditor().flush().await;
     let audit = std::fs::read_to_string(demo.audit_path()).unwrap();
     assert!(audit.lines().count() >= 5, "{audit}");
-    assert!(text.contains(&demo.audit_path().display().to_string()), "{text}");
+    assert!(
+        text.contains(&demo.audit_path().display().to_string()),
+        "{text}"
+    );
     let tail = demo
         .commands()
         .into_iter()
