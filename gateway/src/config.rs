@@ -509,17 +509,18 @@ impl Config {
                 err(find(key), format!("limits.{key} must be above 0"));
             }
         }
+        // A key's line inside its table (`path` also appears under [sts], ...).
+        let find_in = |table: &str, key: &str| {
+            let start = text.find(table)?;
+            let rest = text.get(start..)?;
+            let at = rest.find(&format!("\n{key}")).map_or(0, |i| i + 1);
+            line_of(start + at)
+        };
         for (key, reason) in config.audit.validate() {
-            err(
-                find(key).or_else(|| find("[audit]")),
-                format!("[audit] {reason}"),
-            );
+            err(find_in("[audit]", key), format!("[audit] {reason}"));
         }
         for (key, reason) in config.tracing.validate() {
-            err(
-                find(key).or_else(|| find("[tracing]")),
-                format!("[tracing] {reason}"),
-            );
+            err(find_in("[tracing]", key), format!("[tracing] {reason}"));
         }
         if config.sigv4.regions.is_empty() || config.sigv4.services.is_empty() {
             err(
@@ -923,6 +924,37 @@ file = "present.toml"
             e[0].starts_with("gw.toml:5: unknown field `plian`"),
             "{e:?}"
         );
+    }
+
+    #[test]
+    fn audit_and_tracing_problems_point_at_their_line() {
+        let text = format!(
+            "{BASE}\n[sts]\npath = \"/sts\"\n\n[audit]\nsink = \"file\"\nqueue_capacity = 0\n\n[tracing]\nrequest_id_header = \"x-request-id\"\n"
+        );
+        let e = errors(&text);
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("gw.toml:21: [audit] queue_capacity")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("gw.toml:20: [audit] sink = \"file\" needs a path")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|m| m.starts_with("gw.toml:24: [tracing] request_id_header needs")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn the_example_config_has_only_known_keys() {
+        let text = include_str!("../../examples/gateway.toml");
+        if let Err(e) = toml::from_str::<Config>(text) {
+            panic!("examples/gateway.toml: {e}");
+        }
     }
 
     #[test]
