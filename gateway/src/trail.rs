@@ -1,8 +1,11 @@
 //! The account of one request: its audit record filled in as the stages run, and the
 //! bodies that count bytes. The record is emitted (audit queue and metrics) once, when
-//! the response body ends or is dropped, so `bytesOut` and the total time are real.
+//! the response body ends or is dropped, so `bytesOut` and the total time are real; a
+//! request dropped before it answered (the request timeout, the caller gone, shutdown)
+//! is emitted when its trail is dropped, so an upstream call is never left unaudited.
 
-use crate::audit::{AuditRecord, Decision, Slot};
+use crate::audit::record::EVENT_VERSION;
+use crate::audit::{AuditRecord, Decision, EventType, Slot, Timings, UserIdentity};
 use crate::body::{BoxError, GatewayBody};
 use crate::error::GatewayError;
 use crate::identity::Principal;
@@ -16,6 +19,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+/// The `errorCode` (and metrics `code`) of a request dropped before it was answered.
+pub const CANCELLED: &str = "RequestCancelled";
+
 /// Where a finished record goes.
 pub struct Trail {
     /// The record in progress.
@@ -24,6 +30,8 @@ pub struct Trail {
     metrics: Arc<Metrics>,
     received: Instant,
     bytes_in: Arc<AtomicU64>,
+    /// Set once the record has been emitted: it is emitted exactly once.
+    emitted: bool,
 }
 
 impl Trail {
@@ -41,6 +49,7 @@ impl Trail {
             metrics,
             received,
             bytes_in: Arc::default(),
+            emitted: false,
         }
     }
 
@@ -106,7 +115,11 @@ impl Trail {
         self.emit(0, true);
     }
 
-    fn emit(mut self, bytes_out: u64, complete: bool) {
+    /// Emits the record (metrics, then the audit queue); does nothing the second time.
+    fn emit(&mut self, bytes_out: u64, complete: bool) {
+        if std::mem::replace(&mut self.emitted, true) {
+            return;
+        }
         let elapsed = self.received.elapsed();
         self.stage(Stage::Request, elapsed);
         let r = &mut self.record;
@@ -135,8 +148,61 @@ impl Trail {
             ),
         }
         if let Some(slot) = self.slot.take() {
-            slot.send(self.record);
+            slot.send(std::mem::replace(&mut self.record, spent()));
         }
+    }
+}
+
+impl Drop for Trail {
+    /// A trail dropped before its record was emitted belongs to a request whose future
+    /// was dropped before it answered: the listener's request timeout, the caller gone,
+    /// or shutdown. The request may already have reached its upstream, so it is audited
+    /// (status 0: the handler gave no answer) rather than lost.
+    fn drop(&mut self) {
+        if self.emitted {
+            return;
+        }
+        if self.record.error_code.is_none() {
+            self.record.error_code = Some(CANCELLED);
+            self.record.error_message = Some(
+                "The request ended before the gateway answered it (the request timeout \
+                 passed, the caller went away, or the gateway shut down)."
+                    .to_string(),
+            );
+        }
+        self.emit(0, false);
+    }
+}
+
+/// What is left in a trail once its record has gone to the queue: an empty record,
+/// built without allocating.
+fn spent() -> AuditRecord {
+    AuditRecord {
+        event_version: EVENT_VERSION,
+        event_time: String::new(),
+        event_type: EventType::GatewayRequest,
+        event_name: String::new(),
+        request_id: String::new(),
+        trace_id: None,
+        source_ip: String::new(),
+        source_port: 0,
+        tls_client: None,
+        user_agent: None,
+        user_identity: UserIdentity::default(),
+        target_pbc: None,
+        method: String::new(),
+        path: String::new(),
+        decision: Decision::Deny,
+        rule: None,
+        error_code: None,
+        error_message: None,
+        status: 0,
+        upstream_status: None,
+        bytes_in: 0,
+        bytes_out: 0,
+        incomplete: false,
+        timings: Timings::default(),
+        sts: None,
     }
 }
 
@@ -220,13 +286,13 @@ impl Body for Audited {
             }
             Poll::Ready(None) => {
                 let out = self.bytes_out;
-                if let Some(trail) = self.trail.take() {
+                if let Some(mut trail) = self.trail.take() {
                     trail.emit(out, true);
                 }
             }
             Poll::Ready(Some(Err(_))) => {
                 let out = self.bytes_out;
-                if let Some(trail) = self.trail.take() {
+                if let Some(mut trail) = self.trail.take() {
                     trail.emit(out, false);
                 }
             }
@@ -246,7 +312,7 @@ impl Body for Audited {
 
 impl Drop for Audited {
     fn drop(&mut self) {
-        if let Some(trail) = self.trail.take() {
+        if let Some(mut trail) = self.trail.take() {
             // An empty body may be dropped unpolled: that is a complete response.
             let complete = self.inner.is_end_stream();
             trail.emit(self.bytes_out, complete);
@@ -255,9 +321,88 @@ impl Drop for Audited {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use crate::audit::tests::TempDir;
+    use crate::audit::{AuditConfig, AuditSink, Auditor, EventType};
+
+    fn file_auditor(dir: &TempDir) -> Arc<Auditor> {
+        Auditor::start(&AuditConfig {
+            sink: AuditSink::File,
+            path: Some(dir.path().join("audit.log")),
+            ..AuditConfig::default()
+        })
+        .unwrap()
+    }
+
+    fn trail(auditor: &Auditor, metrics: &Arc<Metrics>, id: &str) -> Trail {
+        let record = AuditRecord::new(
+            EventType::GatewayRequest,
+            id,
+            1_795_334_400_123,
+            "192.0.2.7:40000".parse().unwrap(),
+            &http::Method::POST,
+            &http::Uri::from_static("/orders"),
+        );
+        Trail::new(
+            record,
+            Some(auditor.reserve().unwrap()),
+            Arc::clone(metrics),
+            Instant::now(),
+        )
+    }
+
+    fn records(dir: &TempDir) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(dir.path().join("audit.log"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_before_it_answered_is_still_audited_once() {
+        let dir = TempDir::new("cancelled");
+        let auditor = file_auditor(&dir);
+        let metrics = Arc::new(Metrics::new());
+        // The handler's future dropped mid-forward (request timeout, caller gone): the
+        // request was allowed and may have reached the upstream.
+        let mut t = trail(&auditor, &metrics, "req-cancelled");
+        t.record.decision = Decision::Allow;
+        t.record.target_pbc = Some("order".into());
+        drop(t);
+        // A request that answered: one record when its body ends, none more on drop.
+        let t = trail(&auditor, &metrics, "req-answered");
+        let mut body = t.finish_with(200, crate::body::full(Bytes::from_static(b"ok")));
+        while let Some(frame) = body.frame().await {
+            frame.unwrap();
+        }
+        drop(body);
+        auditor.flush().await;
+        let records = records(&dir);
+        assert_eq!(records.len(), 2, "{records:?}");
+        let cancelled = &records[0];
+        assert_eq!(cancelled["requestID"], "req-cancelled");
+        assert_eq!(cancelled["decision"], "Allow");
+        assert_eq!(cancelled["errorCode"], CANCELLED);
+        assert_eq!(cancelled["incomplete"], true);
+        assert_eq!(cancelled["status"], 0);
+        let answered = &records[1];
+        assert_eq!(answered["requestID"], "req-answered");
+        assert_eq!(
+            (answered["status"].as_u64(), answered["bytesOut"].as_u64()),
+            (Some(200), Some(2))
+        );
+        assert!(answered.get("errorCode").is_none(), "{answered}");
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                "gateway_requests_total{caller=\"-\",target=\"order\",decision=\"allow\",code=\"RequestCancelled\"} 1"
+            ),
+            "{text}"
+        );
+    }
 
     fn parts(uri: &str, auth: Option<&str>) -> http::request::Parts {
         let mut b = http::Request::builder().uri(uri);

@@ -148,7 +148,8 @@ pub struct AuditRecord {
     /// The error message the caller got.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
-    /// The status the caller got.
+    /// The status the caller got; 0 when the request was dropped before the gateway
+    /// answered it (then `errorCode` is `RequestCancelled`).
     pub status: u16,
     /// The upstream's status, when one answered.
     #[serde(skip_serializing_if = "Option::is_none")]
