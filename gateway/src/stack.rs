@@ -310,8 +310,9 @@ impl Gateway {
         record.user_agent = crate::audit::record::user_agent(&parts.headers);
         let Ok(slot) = self.auditor.reserve() else {
             let e = GatewayError::unavailable(
-                "The gateway cannot write its audit log fast enough and is configured to refuse \
-                 requests it cannot audit ([audit] on_full = \"fail_closed\"). Retry with backoff.",
+                "The gateway cannot write its audit log (its queue is full or its sink is failing) \
+                 and is configured to refuse requests it cannot audit ([audit] on_full = \
+                 \"fail_closed\"). Retry with backoff.",
             );
             // The auditor counts and logs the loss (at most once a second).
             tracing::debug!(code = e.code(), "rejected: the audit queue is full");
@@ -486,6 +487,11 @@ impl Gateway {
             },
         );
         ctx.trace.inject(&mut parts.headers);
+        if let Some(name) = self.request_ids.header()
+            && let Ok(v) = HeaderValue::from_str(&ctx.request_id)
+        {
+            parts.headers.insert(name.clone(), v);
+        }
         self.forwarder
             .send(&permit.route.target, Request::from_parts(parts, body))
             .await

@@ -554,6 +554,12 @@ impl RequestIds {
         Ok(RequestIds { header, trusted })
     }
 
+    /// The configured request-id header, if any: the upstream gets the request's id
+    /// in it, never a value an untrusted caller chose.
+    pub fn header(&self) -> Option<&HeaderName> {
+        self.header.as_ref()
+    }
+
     /// The trusted header's value when the peer is trusted, the header appears once and
     /// its value is 1-128 characters of `[A-Za-z0-9._:-]` (anything else could forge or
     /// inject log lines: then ignored with a debug log); else a fresh UUID v4.

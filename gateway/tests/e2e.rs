@@ -239,6 +239,12 @@ credentials_file = "credentials.toml"
 [rules]
 file = "rules.toml"
 
+# Only a load balancer on this (test) network may set request ids; callers on
+# 127.0.0.1 may not.
+[tracing]
+request_id_header = "x-request-id"
+request_id_trusted_peers = ["192.0.2.0/24"]
+
 [[target]]
 name = "order"
 upstream = "https://{upstream}"
@@ -372,6 +378,15 @@ async fn allowed_call_reaches_the_upstream_with_a_verifiable_assertion() {
         .insert("x-gateway-assertion", "forged".parse().unwrap());
     req.headers_mut()
         .insert("x-remote-user", "admin".parse().unwrap());
+    // A request id and a trace the caller chose (it is no trusted load balancer).
+    req.headers_mut()
+        .insert("x-request-id", "chosen-by-caller".parse().unwrap());
+    req.headers_mut().insert(
+        "traceparent",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+            .parse()
+            .unwrap(),
+    );
     let (status, headers, body) = mesh.send(req).await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(json(&body)["path"], "/orders/42");
@@ -393,6 +408,17 @@ async fn allowed_call_reaches_the_upstream_with_a_verifiable_assertion() {
         );
     }
     assert_eq!(up.headers["x-forwarded-for"], "127.0.0.1");
+    // The upstream gets the gateway's request id, not the caller's, and the caller's
+    // trace continued with the gateway as a hop of its own.
+    assert_ne!(request_id, "chosen-by-caller");
+    assert_eq!(up.headers["x-request-id"], request_id.as_str());
+    assert_eq!(up.headers["x-amzn-requestid"], request_id.as_str());
+    let tp = up.headers["traceparent"].to_str().unwrap();
+    assert!(
+        tp.starts_with("00-0af7651916cd43dd8448eb211c80319c-") && tp.ends_with("-01"),
+        "{tp}"
+    );
+    assert!(!tp.contains("b7ad6b7169203331"), "{tp}");
     assert!(up.headers.contains_key("forwarded"));
     let token = up.headers["x-gateway-assertion"].to_str().unwrap();
     assert_ne!(token, "forged");

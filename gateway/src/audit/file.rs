@@ -55,6 +55,14 @@ impl RotatingFile {
         Ok(f)
     }
 
+    /// Opens the live file again if a failed write closed it.
+    pub(crate) fn reopen(&mut self) -> io::Result<()> {
+        match self.file {
+            Some(_) => Ok(()),
+            None => self.open_live(),
+        }
+    }
+
     /// The live file's path.
     pub(crate) fn path(&self) -> &Path {
         &self.path

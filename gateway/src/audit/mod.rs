@@ -246,6 +246,10 @@ struct Counters {
     write_errors: AtomicU64,
     /// False once the writer thread has ended.
     writer_alive: AtomicBool,
+    /// True from a failed write until the sink works again (a batch written without
+    /// error, or the writer's once-a-second probe reopening it): fail-closed mode
+    /// refuses requests meanwhile, since their records could not be kept.
+    sink_failing: AtomicBool,
     drop_log: RateLimit,
     error_log: RateLimit,
     epoch: Instant,
@@ -305,6 +309,7 @@ impl Counters {
     /// Counts a sink error and logs it, at most once a second.
     fn note_write_error(&self, sink: &str, e: &io::Error) {
         self.write_errors.fetch_add(1, Ordering::Relaxed);
+        self.sink_failing.store(true, Ordering::Release);
         self.error_log.add();
         if let Some(n) = self.error_log.due(self.now_ms()) {
             tracing::error!(
@@ -416,6 +421,7 @@ impl Auditor {
             written: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
             writer_alive: AtomicBool::new(false),
+            sink_failing: AtomicBool::new(false),
             drop_log: RateLimit::new(),
             error_log: RateLimit::new(),
             epoch: Instant::now(),
@@ -444,6 +450,7 @@ impl Auditor {
             sink,
             counters: Arc::clone(&counters),
             line: Vec::with_capacity(1024),
+            errors_at_last_flush: 0,
         };
         counters.writer_alive.store(true, Ordering::Release);
         let spawned = std::thread::Builder::new()
@@ -479,7 +486,10 @@ impl Auditor {
             OnFull::Drop => Ok(Slot(SlotKind::Later(Arc::clone(shared)))),
             OnFull::FailClosed => {
                 let c = &self.counters;
-                if c.writer_alive.load(Ordering::Acquire) && c.try_acquire() {
+                if c.writer_alive.load(Ordering::Acquire)
+                    && !c.sink_failing.load(Ordering::Acquire)
+                    && c.try_acquire()
+                {
                     Ok(Slot(SlotKind::Reserved(Reservation {
                         shared: Arc::clone(shared),
                         armed: true,
@@ -670,6 +680,8 @@ struct Writer {
     counters: Arc<Counters>,
     /// The line being serialized, reused.
     line: Vec<u8>,
+    /// `write_errors` when the sink was last flushed.
+    errors_at_last_flush: u64,
 }
 
 /// Marks the writer as gone when it ends, however it ends.
@@ -691,6 +703,7 @@ impl Writer {
                 Ok(msg) => msg,
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     self.counters.report_drops();
+                    self.probe();
                     continue;
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
@@ -738,6 +751,28 @@ impl Writer {
             .sink
             .flush(&mut |e| counters.note_write_error(sink_name, &e));
         counters.written.fetch_add(n, Ordering::Relaxed);
+        // Healthy again only if everything since the last flush went without error.
+        let errors = counters.write_errors.load(Ordering::Relaxed);
+        if n > 0 && errors == self.errors_at_last_flush {
+            counters.sink_failing.store(false, Ordering::Release);
+        }
+        self.errors_at_last_flush = errors;
+    }
+
+    /// With the sink failing and (in fail-closed mode) no records arriving to try it
+    /// with, checks whether it can be opened again.
+    fn probe(&mut self) {
+        if !self.counters.sink_failing.load(Ordering::Acquire) {
+            return;
+        }
+        let ok = match &mut self.sink {
+            Sink::Stdout(b) => b.bytes.is_empty(),
+            Sink::File(f) => f.reopen().is_ok(),
+        };
+        if ok {
+            tracing::info!(sink = %self.sink_name, "audit sink writable again");
+            self.counters.sink_failing.store(false, Ordering::Release);
+        }
     }
 }
 
@@ -1029,6 +1064,49 @@ pub(crate) mod tests {
         a.reserve().unwrap().send(record(30));
         a.flush().await;
         assert_eq!(request_ids(&sub.join("audit.log")), ids(30..31));
+    }
+
+    #[tokio::test]
+    async fn fail_closed_refuses_while_the_sink_fails_and_recovers_after() {
+        let dir = TempDir::new("failing");
+        let sub = dir.path().join("logs");
+        std::fs::create_dir(&sub).unwrap();
+        let config = AuditConfig {
+            path: Some(sub.join("audit.log")),
+            max_file_bytes: MIN_FILE_BYTES,
+            on_full: OnFull::FailClosed,
+            ..file_config(&dir)
+        };
+        let a = Auditor::start(&config).unwrap();
+        a.reserve().unwrap().send(record(0));
+        a.flush().await;
+        std::fs::remove_dir_all(&sub).unwrap();
+        // Enough to need a rotation, which cannot open a fresh file.
+        for i in 1..30 {
+            if let Ok(slot) = a.reserve() {
+                slot.send(record(i));
+            }
+        }
+        a.flush().await;
+        assert!(a.write_errors() > 0);
+        // The queue has room, but nothing could be kept: refuse.
+        let dropped = a.dropped();
+        assert!(a.reserve().is_err());
+        assert_eq!(a.dropped(), dropped + 1);
+        // Writable again: the writer's probe notices within a tick or two.
+        std::fs::create_dir(&sub).unwrap();
+        let mut reopened = false;
+        for _ in 0..100 {
+            if a.reserve().is_ok() {
+                reopened = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(reopened, "the sink was not probed again");
+        a.reserve().unwrap().send(record(99));
+        a.flush().await;
+        assert!(request_ids(&sub.join("audit.log")).contains(&"req-99".to_string()));
     }
 
     #[cfg(unix)]

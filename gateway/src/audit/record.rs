@@ -185,7 +185,8 @@ impl AuditRecord {
             event_name: method.as_str().to_string(),
             request_id: request_id.to_string(),
             trace_id: None,
-            source_ip: peer.ip().to_string(),
+            // An IPv4 client of a dual-stack listener is logged as IPv4, not `::ffff:a.b.c.d`.
+            source_ip: peer.ip().to_canonical().to_string(),
             source_port: peer.port(),
             tls_client: None,
             user_agent: None,
