@@ -54,7 +54,7 @@ use std::time::Duration;
 /// The most distinct label sets one labelled family keeps. Past it, a new label set is
 /// counted in the family's overflow series (every label `other`), so a family holds at
 /// most this many series plus one.
-pub const MAX_SERIES_PER_FAMILY: usize = 1000;
+pub const MAX_SERIES_PER_FAMILY: usize = 10_000;
 
 /// The label value that stands for "anything else": the overflow series, unknown STS
 /// actions.
