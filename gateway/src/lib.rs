@@ -22,6 +22,7 @@ pub mod identity;
 pub mod listener;
 pub mod metrics;
 pub mod pki;
+pub mod random;
 pub mod reload;
 pub mod server;
 pub mod sigv4;

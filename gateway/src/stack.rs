@@ -340,7 +340,7 @@ impl Gateway {
             Ok(resp) => resp,
             Err(e) => {
                 let who = &trail.record.user_identity;
-                tracing::info!(
+                tracing::debug!(
                     status = e.status().as_u16(),
                     code = e.code(),
                     principal = who.principal_arn.as_deref().unwrap_or("-"),
@@ -412,7 +412,8 @@ impl Gateway {
             .clone_from(&permit.caller_pbc);
         trail.record.target_pbc = Some(permit.route.target.clone());
         trail.record.rule = Some(permit.rule_id.clone());
-        tracing::info!(
+        // Per request: debug (the audit log is the record of every decision).
+        tracing::debug!(
             principal = %permit.principal.arn,
             role = %permit.principal.role_arn,
             source_identity = permit.principal.source_identity.as_deref().unwrap_or("-"),

@@ -507,17 +507,9 @@ pub(crate) mod otel_ids {
 
 /// A random non-zero id, different from `avoid`.
 fn random_id<const N: usize>(avoid: Option<&[u8; N]>) -> [u8; N] {
-    use ring::rand::SecureRandom;
-    let rng = ring::rand::SystemRandom::new();
     let mut id = [0u8; N];
     loop {
-        if rng.fill(&mut id).is_err() {
-            // The OS generator failed (it does not, in practice): fall back to uuid's.
-            let bytes = uuid::Uuid::new_v4().into_bytes();
-            for (dst, src) in id.iter_mut().zip(bytes.iter().rev()) {
-                *dst = *src;
-            }
-        }
+        crate::random::fill(&mut id);
         if id.iter().any(|&b| b != 0) && avoid != Some(&id) {
             return id;
         }
@@ -586,7 +578,7 @@ impl RequestIds {
                 }
             }
         }
-        uuid::Uuid::new_v4().to_string()
+        crate::random::uuid_v4().to_string()
     }
 }
 

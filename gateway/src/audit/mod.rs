@@ -42,6 +42,11 @@ pub const MAX_QUEUE_CAPACITY: usize = 1_000_000;
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 /// The most records the writer takes before it flushes the sink.
 const MAX_BATCH: usize = 1024;
+/// After a record, the writer sleeps this long and then takes everything queued
+/// meanwhile, instead of waiting on the queue: under load, senders then never have to
+/// wake it (a futex call per request) and the sink gets one write per batch, not per
+/// record. Records reach the sink within about this time.
+const LINGER: Duration = Duration::from_millis(2);
 /// How often drops and write errors are logged at most, in milliseconds.
 const LOG_INTERVAL_MS: u64 = 1000;
 
@@ -708,11 +713,26 @@ impl Writer {
                 }
                 Err(mpsc::RecvTimeoutError::Disconnected) => break,
             };
+            let flushing = matches!(first, Msg::Flush(_));
             self.handle(first);
-            for _ in 1..MAX_BATCH {
-                match self.rx.try_recv() {
-                    Ok(msg) => self.handle(msg),
-                    Err(_) => break,
+            // Linger while records keep coming (bounded: at most MAX_BATCH between
+            // flushes); a flush request is answered at once.
+            let mut batch = 1;
+            while !flushing && batch < MAX_BATCH {
+                std::thread::sleep(LINGER);
+                let mut got = 0;
+                while batch < MAX_BATCH {
+                    match self.rx.try_recv() {
+                        Ok(msg) => {
+                            got += 1;
+                            batch += 1;
+                            self.handle(msg);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if got == 0 {
+                    break;
                 }
             }
             self.flush();
