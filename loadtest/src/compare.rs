@@ -123,8 +123,8 @@ pub struct CompareArgs {
     /// `off`. nginx's access log is always off.
     #[arg(long, value_enum, default_value = "file")]
     pub audit: Audit,
-    /// RUST_LOG for the gateway (its log goes to gateway.log in the work dir; at `info`
-    /// it writes one line per request).
+    /// RUST_LOG for the gateway (its log goes to gateway.log in the work dir; its
+    /// per-request lines are at `debug`).
     #[arg(long, default_value = "info", value_name = "FILTER")]
     pub gateway_log: String,
     /// Pin the load generator to CPU 0 and nginx and the gateway to CPU 1 (with
@@ -950,10 +950,10 @@ pub fn render(c: &Comparison) -> String {
             Audit::Off => "the gateway's audit log is off (--audit off)",
         },
         c.setup.gateway_log,
-        if c.setup.gateway_log == "info" {
-            " (one line per request; --gateway-log warn for none)"
+        if c.setup.gateway_log.contains("debug") || c.setup.gateway_log.contains("trace") {
+            " (one line per request at debug)"
         } else {
-            ""
+            " (no per-request lines: those are at debug)"
         }
     );
     let _ = writeln!(
