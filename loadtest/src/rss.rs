@@ -326,7 +326,9 @@ mod tests {
         let pid = std::process::id();
         let rss = rss_kib(pid).unwrap();
         let peak = peak_kib(pid).unwrap();
-        assert!(rss > 0 && peak >= rss, "rss {rss} peak {peak}");
+        // Not `peak >= rss`: the kernel updates VmHWM lazily, so it can trail a VmRSS
+        // read a moment earlier while other threads allocate.
+        assert!(rss > 0 && peak > 0, "rss {rss} peak {peak}");
         assert_eq!(rss_kib(u32::MAX), None);
     }
 
