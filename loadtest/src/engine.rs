@@ -152,8 +152,19 @@ pub async fn run(spec: &RunSpec, scenario: &Scenario) -> Result<Report, String> 
     report.signing_us_per_request = signing_us;
     report.schedule = schedule;
     shared.stats.fill(&mut report, &shared.plan);
-    if let Some(s) = &report.schedule {
+    if let Some(s) = report.schedule {
         report.not_sent = s.scheduled.saturating_sub(s.sent);
+        // Sent, but still unanswered when the wait for the last ones gave up: errors,
+        // not requests that silently never were.
+        let unfinished = s.sent.saturating_sub(report.requests);
+        if unfinished > 0 {
+            report.transport_errors += unfinished;
+            *report
+                .transport_error_kinds
+                .entry("unfinished".to_string())
+                .or_insert(0) += unfinished;
+            report.requests += unfinished;
+        }
     }
     report.finish();
     Ok(report)
@@ -595,6 +606,8 @@ pub(crate) struct Stats {
     pub(crate) completed: AtomicU64,
     /// Requests started and not yet finished.
     pub(crate) in_flight: AtomicU64,
+    /// Responses that arrived within the measured window, whatever their send time.
+    answered_in_window: AtomicU64,
 }
 
 /// A snapshot of the measured results so far, for the progress line.
@@ -627,6 +640,7 @@ impl Stats {
                 .collect(),
             completed: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
+            answered_in_window: AtomicU64::new(0),
         }
     }
 
@@ -786,6 +800,7 @@ impl Stats {
             }
         }
         report.requests = report.responses + report.transport_errors;
+        report.answered_in_window = self.answered_in_window.load(Ordering::Relaxed);
     }
 }
 
@@ -821,10 +836,24 @@ impl Shared {
         }
     }
 
+    /// Counts a response that arrived at `at` within the measured window: the
+    /// throughput is those over the window's length, not the responses to the requests
+    /// sent in it (in an open loop past the target's capacity, those keep arriving long
+    /// after the window, and counting them would report the offered rate).
+    fn note_arrival(&self, result: &Result<Answer, SendError>, at: Instant) {
+        if result.is_ok() && at >= self.measure_from && at < self.end {
+            self.stats
+                .answered_in_window
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// One request of an open-loop run, intended at `intended`.
     async fn one_open(&self, n: u64, pick: Pick, intended: Instant) {
         let result = self.exchange(pick).await;
-        let latency = Instant::now().saturating_duration_since(intended);
+        let done = Instant::now();
+        self.note_arrival(&result, done);
+        let latency = done.saturating_duration_since(intended);
         let measured = intended >= self.measure_from;
         self.stats
             .record(&self.plan, n as usize, pick, measured, &result, latency);
@@ -846,7 +875,9 @@ async fn run_closed(shared: &Arc<Shared>, concurrency: usize, seed: u64) {
                 let pick = shared.plan.pick(&mut rng);
                 shared.stats.in_flight.fetch_add(1, Ordering::Relaxed);
                 let result = shared.exchange(pick).await;
-                let latency = started.elapsed();
+                let done = Instant::now();
+                shared.note_arrival(&result, done);
+                let latency = done.saturating_duration_since(started);
                 shared.stats.record(
                     &shared.plan,
                     w,

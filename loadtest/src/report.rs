@@ -95,10 +95,12 @@ pub struct Schedule {
 
 impl Schedule {
     fn merge(&mut self, o: &Schedule) {
-        let n = self.sent + o.sent;
+        // The mean is over every scheduled request (sent or not), so weigh by those.
+        let n = self.scheduled + o.scheduled;
         if n > 0 {
-            self.mean_lag_us =
-                (self.mean_lag_us * self.sent as f64 + o.mean_lag_us * o.sent as f64) / n as f64;
+            self.mean_lag_us = (self.mean_lag_us * self.scheduled as f64
+                + o.mean_lag_us * o.scheduled as f64)
+                / n as f64;
         }
         self.scheduled += o.scheduled;
         self.sent += o.sent;
@@ -130,7 +132,11 @@ pub struct Report {
     pub requests: u64,
     /// Responses received (of any status).
     pub responses: u64,
-    /// Responses a second.
+    /// Responses that arrived within the measured window, whatever their send time:
+    /// what the throughput counts (an open loop's backlog answered after the window is
+    /// not the target's rate in it).
+    pub answered_in_window: u64,
+    /// Responses a second: those answered within the measured window over its length.
     pub throughput_rps: f64,
     /// Latency of the responses, microseconds. Open loop: from the intended send time
     /// to the end of the response body (waiting for a connection counts); closed loop:
@@ -183,6 +189,7 @@ impl Report {
             warmup_secs: 0.0,
             requests: 0,
             responses: 0,
+            answered_in_window: 0,
             throughput_rps: 0.0,
             latency_us: Latency::default(),
             statuses: BTreeMap::new(),
@@ -211,7 +218,7 @@ impl Report {
     pub fn finish(&mut self) {
         self.latency_us = Latency::of(&self.histogram);
         self.throughput_rps = if self.duration_secs > 0.0 {
-            self.responses as f64 / self.duration_secs
+            self.answered_in_window as f64 / self.duration_secs
         } else {
             0.0
         };
@@ -230,6 +237,7 @@ impl Report {
         self.duration_secs += other.duration_secs;
         self.requests += other.requests;
         self.responses += other.responses;
+        self.answered_in_window += other.answered_in_window;
         add_all(&mut self.statuses, &other.statuses);
         add_all(&mut self.codes, &other.codes);
         for (name, c) in &other.routes {
@@ -421,6 +429,7 @@ mod tests {
         }
         r.requests = latencies.len() as u64;
         r.responses = r.requests;
+        r.answered_in_window = r.responses;
         r.unexpected = unexpected;
         r.expected = r.requests - unexpected;
         r.duration_secs = 1.0;
@@ -446,5 +455,44 @@ mod tests {
         let json = serde_json::to_value(&a).unwrap();
         assert_eq!(json["unexpected"], 1);
         assert_eq!(json["mode"]["kind"], "closed");
+    }
+
+    #[test]
+    fn throughput_counts_answers_within_the_window() {
+        // An open loop past capacity: 100 requests sent in a 1 s window, answered over
+        // 2 s; 50 of the answers arrived within the window.
+        let mut a = report(&[100; 100], 0);
+        a.answered_in_window = 50;
+        a.finish();
+        assert_eq!(a.throughput_rps, 50.0);
+        let mut b = report(&[100; 10], 0);
+        b.answered_in_window = 10;
+        b.finish();
+        a.merge(&b);
+        assert_eq!(a.responses, 110);
+        assert_eq!(a.throughput_rps, 30.0);
+    }
+
+    #[test]
+    fn schedule_lag_means_merge_over_scheduled_requests() {
+        // The mean lag is over the scheduled requests (the scheduler's sum / scheduled),
+        // sent or not: merging weighs by those.
+        let mut a = Schedule {
+            rate: 10,
+            scheduled: 100,
+            sent: 10,
+            mean_lag_us: 1000.0,
+            ..Schedule::default()
+        };
+        let b = Schedule {
+            rate: 10,
+            scheduled: 100,
+            sent: 100,
+            mean_lag_us: 0.0,
+            ..Schedule::default()
+        };
+        a.merge(&b);
+        assert_eq!(a.mean_lag_us, 500.0);
+        assert_eq!((a.scheduled, a.sent), (200, 110));
     }
 }

@@ -87,6 +87,15 @@ fn compare(args: &[&str], gateway: &Path, nginx: &Path) -> (i32, String) {
             break status;
         }
         if Instant::now() > deadline {
+            // SIGTERM first: loadtest then stops nginx and the gateway (SIGKILL would
+            // leave them running, in their own process groups).
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let grace = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < grace && child.try_wait().unwrap().is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
             let _ = child.kill();
             let _ = child.wait();
             panic!(
