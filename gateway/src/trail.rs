@@ -4,8 +4,7 @@
 //! request dropped before it answered (the request timeout, the caller gone, shutdown)
 //! is emitted when its trail is dropped, so an upstream call is never left unaudited.
 
-use crate::audit::record::EVENT_VERSION;
-use crate::audit::{AuditRecord, Decision, EventType, Slot, Timings, UserIdentity};
+use crate::audit::{AuditRecord, Decision, EventType, Slot};
 use crate::body::{BoxError, GatewayBody};
 use crate::error::GatewayError;
 use crate::identity::Principal;
@@ -177,33 +176,7 @@ impl Drop for Trail {
 /// What is left in a trail once its record has gone to the queue: an empty record,
 /// built without allocating.
 fn spent() -> AuditRecord {
-    AuditRecord {
-        event_version: EVENT_VERSION,
-        event_time: String::new(),
-        event_type: EventType::GatewayRequest,
-        event_name: String::new(),
-        request_id: String::new(),
-        trace_id: None,
-        source_ip: String::new(),
-        source_port: 0,
-        tls_client: None,
-        user_agent: None,
-        user_identity: UserIdentity::default(),
-        target_pbc: None,
-        method: String::new(),
-        path: String::new(),
-        decision: Decision::Deny,
-        rule: None,
-        error_code: None,
-        error_message: None,
-        status: 0,
-        upstream_status: None,
-        bytes_in: 0,
-        bytes_out: 0,
-        incomplete: false,
-        timings: Timings::default(),
-        sts: None,
-    }
+    AuditRecord::blank(EventType::GatewayRequest)
 }
 
 /// The access key id in `Credential=` (header) or `X-Amz-Credential=` (query), if it

@@ -179,21 +179,35 @@ impl AuditRecord {
         uri: &http::Uri,
     ) -> AuditRecord {
         AuditRecord {
-            event_version: EVENT_VERSION,
             event_time: format_millis(received_unix_ms),
-            event_type,
             event_name: method.as_str().to_string(),
             request_id: request_id.to_string(),
-            trace_id: None,
             // An IPv4 client of a dual-stack listener is logged as IPv4, not `::ffff:a.b.c.d`.
             source_ip: peer.ip().to_canonical().to_string(),
             source_port: peer.port(),
+            method: method.as_str().to_string(),
+            path: redact_query(uri),
+            ..AuditRecord::blank(event_type)
+        }
+    }
+
+    /// A record with every field empty (built without allocating).
+    pub fn blank(event_type: EventType) -> AuditRecord {
+        AuditRecord {
+            event_version: EVENT_VERSION,
+            event_time: String::new(),
+            event_type,
+            event_name: String::new(),
+            request_id: String::new(),
+            trace_id: None,
+            source_ip: String::new(),
+            source_port: 0,
             tls_client: None,
             user_agent: None,
             user_identity: UserIdentity::default(),
             target_pbc: None,
-            method: method.as_str().to_string(),
-            path: redact_query(uri),
+            method: String::new(),
+            path: String::new(),
             decision: Decision::Deny,
             rule: None,
             error_code: None,
