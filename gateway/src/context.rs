@@ -30,3 +30,9 @@ pub struct RequestContext {
     /// The W3C trace context, propagated to the upstream.
     pub trace: crate::trace::TraceContext,
 }
+
+/// The request id the listener chose (through [`crate::listener::Handler::request_id`]),
+/// carried in the request's extensions so the handler's answers, its audit record and
+/// the listener's own timeout answer all name the same id.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub String);

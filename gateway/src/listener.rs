@@ -242,6 +242,15 @@ pub trait Handler: Clone + Send + Sync + 'static {
     fn tls_handshake_failed(&self, reason: &'static str) {
         let _ = reason;
     }
+
+    /// The id of a request about to be handled: the listener puts it in the request's
+    /// extensions as [`crate::context::RequestId`] and answers with it when the handler
+    /// runs out of time, so that answer and the handler's audit record name the same
+    /// request. Default: a random UUID.
+    fn request_id(&self, req: &Request<Incoming>, conn: &ConnInfo) -> String {
+        let _ = (req, conn);
+        new_request_id()
+    }
 }
 
 /// A [`Handler`] made from a function or closure; see [`handler_fn`].
@@ -560,9 +569,13 @@ async fn respond<H: Handler>(
     mut phase: watch::Receiver<Phase>,
 ) -> Response<GatewayBody> {
     let limits = &shared.limits;
+    let request_id = shared.handler.request_id(&req, &conn);
     if let Some(refusal) = over_limits(&req, limits) {
-        return refusal.into_response(&new_request_id());
+        return refusal.into_response(&request_id);
     }
+    let mut req = req;
+    req.extensions_mut()
+        .insert(crate::context::RequestId(request_id.clone()));
     // Only the method and path are logged: the query may hold a presigned credential.
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
@@ -578,12 +591,12 @@ async fn respond<H: Handler>(
                     "GatewayTimeout",
                     format!("the gateway did not finish the request within its request timeout ({ms} ms)"),
                 )
-                .into_response(&new_request_id())
+                .into_response(&request_id)
             }
         },
         () = reached(&mut phase, Phase::Stopped) => {
             GatewayError::unavailable("the gateway shut down before this request finished")
-                .into_response(&new_request_id())
+                .into_response(&request_id)
         }
     }
 }
@@ -621,7 +634,7 @@ fn over_limits(req: &Request<Incoming>, limits: &ServerLimits) -> Option<Gateway
 
 /// The listener answers some requests before the handler sets a request id.
 fn new_request_id() -> String {
-    uuid::Uuid::new_v4().to_string()
+    crate::random::uuid_v4().to_string()
 }
 
 /// The connection's HTTP version, as far as the listener knows it.

@@ -239,7 +239,7 @@ impl Gateway {
     /// [`Gateway::handle`] for any body (tests drive it without a socket).
     pub async fn handle_parts(
         &self,
-        parts: Parts,
+        mut parts: Parts,
         body: GatewayBody,
         conn: Arc<ConnInfo>,
     ) -> Response<GatewayBody> {
@@ -247,7 +247,10 @@ impl Gateway {
         let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        let request_id = self.request_ids.pick(&parts.headers, conn.peer.ip());
+        let request_id = match parts.extensions.remove::<crate::context::RequestId>() {
+            Some(chosen) => chosen.0,
+            None => self.request_ids.pick(&parts.headers, conn.peer.ip()),
+        };
         let mut trace = TraceContext::from_headers(&parts.headers);
         let span = tracing::info_span!(
             "request",
@@ -531,6 +534,10 @@ impl Handler for GatewayHandler {
     ) -> impl std::future::Future<Output = Response<GatewayBody>> + Send {
         let gateway = Arc::clone(&self.0);
         async move { gateway.handle(req, conn).await }
+    }
+
+    fn request_id(&self, req: &Request<Incoming>, conn: &ConnInfo) -> String {
+        self.0.request_ids.pick(req.headers(), conn.peer.ip())
     }
 
     fn tls_handshake_failed(&self, reason: &'static str) {

@@ -978,3 +978,68 @@ async fn request_ids_come_from_a_trusted_peer_header_or_are_generated() {
     behind_lb.shutdown().await;
     demo.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_cut_off_by_the_request_timeout_is_audited_under_the_id_it_was_given() {
+    let dir = TempDir::new("timeout");
+    let demo = start_demo(&dir).await;
+    // An upstream that accepts and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            open.push(s);
+        }
+    });
+    let mut config = gateway::config::Config::load(demo.config_path()).unwrap();
+    config.listen.addr = "127.0.0.1:0".parse().unwrap();
+    config.admin.addr = "127.0.0.1:0".parse().unwrap();
+    config.audit.path = Some(dir.0.join("timeout-audit.log"));
+    config.limits.request_timeout_ms = 300;
+    for t in &mut config.targets {
+        if t.name == "order" {
+            t.upstream = format!("http://{silent_addr}");
+            t.ca_bundle = None;
+        }
+    }
+    let gw = gateway::server::start(&config).await.unwrap();
+    let url = format!("https://127.0.0.1:{}", gw.addr.port());
+    let client = client(demo.ca_path());
+    let answer = send(
+        &client,
+        signed(
+            &key("checkout"),
+            demo::SERVICE,
+            "GET",
+            &format!("{url}/order/orders/1"),
+            &[],
+            b"",
+            SystemTime::now(),
+        ),
+    )
+    .await;
+    assert_eq!(
+        answer.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "{}",
+        answer.body
+    );
+    let v: Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(v["code"], "GatewayTimeout", "{v}");
+    assert_eq!(v["requestId"], answer.request_id.as_str(), "{v}");
+    // The record of the cut-off request carries the id the caller was given.
+    gw.gateway.auditor().flush().await;
+    let text = std::fs::read_to_string(dir.0.join("timeout-audit.log")).unwrap();
+    let r: Value = text
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|r| r["requestID"] == answer.request_id.as_str())
+        .unwrap_or_else(|| panic!("no record for {}: {text}", answer.request_id));
+    assert_eq!(r["errorCode"], "RequestCancelled", "{r}");
+    assert_eq!(r["decision"], "Allow", "{r}");
+    assert_eq!(r["incomplete"], true, "{r}");
+    gw.shutdown().await;
+    held.abort();
+    demo.shutdown().await;
+}
