@@ -665,6 +665,17 @@ async fn every_decision_is_audited_and_no_secret_leaks() {
     demo.shutdown().await;
 }
 
+/// The demo's own configuration for a second gateway in front of the same upstreams:
+/// fresh ports, its own audit file. (The demo upstreams trust only the demo gateway's
+/// assertion key, so what this one forwards is refused there.)
+fn second_gateway_config(demo: &Demo, audit: &Path) -> gateway::config::Config {
+    let mut config = gateway::config::Config::load(demo.config_path()).unwrap();
+    config.listen.addr = "127.0.0.1:0".parse().unwrap();
+    config.admin.addr = "127.0.0.1:0".parse().unwrap();
+    config.audit.path = Some(audit.to_path_buf());
+    config
+}
+
 async fn scrape(demo: &Demo) -> String {
     let url = format!("{}/metrics", demo.admin_url());
     let client: Client<HttpConnector, Full<Bytes>> =
@@ -853,10 +864,7 @@ async fn a_full_audit_queue_in_fail_closed_mode_answers_503() {
     let dir = TempDir::new("failclosed");
     let demo = start_demo(&dir).await;
     // The demo's own config, with a one-record queue that fails closed.
-    let mut config = gateway::config::Config::load(demo.config_path()).unwrap();
-    config.listen.addr = "127.0.0.1:0".parse().unwrap();
-    config.admin.addr = "127.0.0.1:0".parse().unwrap();
-    config.audit.path = Some(dir.0.join("strict-audit.log"));
+    let mut config = second_gateway_config(&demo, &dir.0.join("strict-audit.log"));
     config.audit.queue_capacity = 1;
     config.audit.on_full = gateway::audit::OnFull::FailClosed;
     let strict = gateway::server::start(&config).await.unwrap();
@@ -918,10 +926,7 @@ async fn a_full_audit_queue_in_fail_closed_mode_answers_503() {
 async fn request_ids_come_from_a_trusted_peer_header_or_are_generated() {
     let dir = TempDir::new("requestid");
     let demo = start_demo(&dir).await;
-    let mut config = gateway::config::Config::load(demo.config_path()).unwrap();
-    config.listen.addr = "127.0.0.1:0".parse().unwrap();
-    config.admin.addr = "127.0.0.1:0".parse().unwrap();
-    config.audit.path = Some(dir.0.join("lb-audit.log"));
+    let mut config = second_gateway_config(&demo, &dir.0.join("lb-audit.log"));
     config.tracing.request_id_header = Some("x-request-id".into());
     config.tracing.request_id_trusted_peers = vec!["127.0.0.0/8".into()];
     let behind_lb = gateway::server::start(&config).await.unwrap();
@@ -992,10 +997,7 @@ async fn a_request_cut_off_by_the_request_timeout_is_audited_under_the_id_it_was
             open.push(s);
         }
     });
-    let mut config = gateway::config::Config::load(demo.config_path()).unwrap();
-    config.listen.addr = "127.0.0.1:0".parse().unwrap();
-    config.admin.addr = "127.0.0.1:0".parse().unwrap();
-    config.audit.path = Some(dir.0.join("timeout-audit.log"));
+    let mut config = second_gateway_config(&demo, &dir.0.join("timeout-audit.log"));
     config.limits.request_timeout_ms = 300;
     for t in &mut config.targets {
         if t.name == "order" {
