@@ -328,10 +328,7 @@ impl Gateway {
             Some(sts) => {
                 trail.claimed_key(&parts);
                 let credentials = self.credentials.get();
-                let identity = Chain {
-                    sessions: self.sessions.as_ref().map(|s| s as &dyn IdentitySource),
-                    fallback: credentials.as_ref(),
-                };
+                let identity = self.identity(&credentials);
                 let rules = self.rules.get();
                 Ok(sts
                     .handle(parts, body, &identity, &rules, ctx, &mut trail)
@@ -363,6 +360,14 @@ impl Gateway {
         Response::from_parts(head, body)
     }
 
+    /// Where access keys are looked up: STS sessions first, then the static keys.
+    fn identity<'a>(&'a self, credentials: &'a StaticKeys) -> Chain<'a> {
+        Chain {
+            sessions: self.sessions.as_ref().map(|s| s as &dyn IdentitySource),
+            fallback: credentials,
+        }
+    }
+
     async fn pipeline(
         &self,
         mut parts: Parts,
@@ -371,10 +376,7 @@ impl Gateway {
         trail: &mut Trail,
     ) -> Result<Response<GatewayBody>, GatewayError> {
         let credentials = self.credentials.get();
-        let identity = Chain {
-            sessions: self.sessions.as_ref().map(|s| s as &dyn IdentitySource),
-            fallback: credentials.as_ref(),
-        };
+        let identity = self.identity(&credentials);
         // verify (the identity look-up happens between its two halves)
         let started = Instant::now();
         let authenticated = self
