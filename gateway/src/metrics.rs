@@ -34,7 +34,7 @@
 //! | `gateway_audit_records_dropped_total` | counter | |
 //! | `gateway_audit_records_written_total` | counter | |
 //! | `gateway_audit_write_errors_total` | counter | |
-//! | `gateway_build_info` | gauge (always 1) | `version` |
+//! | `gateway_build_info` | gauge (always 1) | `version`, `commit` |
 
 use prometheus_client::encoding::{
     EncodeLabel, EncodeLabelSet, EncodeMetric, LabelSetEncoder, MetricEncoder, NoLabelSet,
@@ -774,7 +774,10 @@ struct BuildInfo;
 
 impl EncodeMetric for BuildInfo {
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), fmt::Error> {
-        let labels = [("version", env!("CARGO_PKG_VERSION"))];
+        let labels = [
+            ("version", crate::build_info::VERSION),
+            ("commit", crate::build_info::COMMIT),
+        ];
         encoder.encode_family(&labels)?.encode_gauge(&1_i64)
     }
 

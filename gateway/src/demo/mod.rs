@@ -7,6 +7,7 @@
 //! the file on disk is exactly what runs and can be reused with `gateway run --config`.
 //! [`Demo::instructions`] prints ready-to-paste `curl --aws-sigv4` commands.
 
+pub mod standalone;
 pub mod upstream;
 
 use crate::config::Config;
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use upstream::Upstream;
+use zeroize::Zeroizing;
 
 /// The SigV4 region the demo accepts.
 pub const REGION: &str = "eu-west-1";
@@ -543,7 +545,7 @@ fn credentials_toml() -> String {
 pub const STS_ROLE: &str = "arn:aws:iam::111122223333:role/CheckoutToOrderRole";
 
 /// `n` random bytes as hex: key material for the STS sealing key file.
-fn random_hex(n: usize) -> Result<String, String> {
+pub(crate) fn random_hex(n: usize) -> Result<String, String> {
     use ring::rand::SecureRandom;
     let mut bytes = zeroize::Zeroizing::new(vec![0u8; n]);
     ring::rand::SystemRandom::new()
@@ -614,7 +616,7 @@ trust = ["checkout", "{STS_ROLE}"]
 
 /// Writes `contents` to `path`; `private` files (keys, secrets) are readable by the
 /// owner only.
-fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), String> {
+pub(crate) fn write_file(path: &Path, contents: &str, private: bool) -> Result<(), String> {
     let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
     #[cfg(unix)]
     {
@@ -650,7 +652,25 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-/// A throwaway certificate authority for loopback demos and tests.
+/// The common name of the CA `gateway demo` makes.
+const DEMO_CA_NAME: &str = "sigv4-gateway demo CA (not for production)";
+
+fn ca_params(common_name: &str) -> Result<CertificateParams, rcgen::Error> {
+    let mut params = CertificateParams::new(Vec::new())?;
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    Ok(params)
+}
+
+/// A throwaway certificate authority for loopback demos, tests, and the one-shot
+/// certificate init of docker-compose (`gateway certs`).
 pub struct DemoCa {
     /// The CA certificate (PEM).
     pub cert_pem: String,
@@ -681,22 +701,35 @@ impl std::fmt::Debug for IssuedCert {
 impl DemoCa {
     /// A fresh CA with a new P-256 key.
     pub fn generate() -> Result<Self, String> {
-        let fail = |e: rcgen::Error| format!("cannot create the demo CA: {e}");
+        Self::generate_named(DEMO_CA_NAME).map(|(ca, _key)| ca)
+    }
+
+    /// A fresh CA named `common_name` with a new P-256 key, and that key (PEM, PKCS#8)
+    /// for whoever keeps the CA to issue more certificates later.
+    pub fn generate_named(common_name: &str) -> Result<(Self, Zeroizing<String>), String> {
+        let fail = |e: rcgen::Error| format!("cannot create the CA: {e}");
         let key = KeyPair::generate().map_err(fail)?;
-        let mut params = CertificateParams::new(Vec::new()).map_err(fail)?;
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.distinguished_name.push(
-            DnType::CommonName,
-            "sigv4-gateway demo CA (not for production)",
-        );
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        let key_pem = Zeroizing::new(key.serialize_pem());
+        let params = ca_params(common_name).map_err(fail)?;
         let cert = params.self_signed(&key).map_err(fail)?;
+        Ok((
+            Self {
+                cert_pem: cert.pem(),
+                issuer: Issuer::new(params, key),
+            },
+            key_pem,
+        ))
+    }
+
+    /// The CA made earlier by [`DemoCa::generate_named`] with `common_name`, from its
+    /// certificate and key. Certificates it issues name the same issuer and key id, so
+    /// they chain to `cert_pem` (callers that must be sure verify the chain).
+    pub fn from_pem(cert_pem: &str, key_pem: &str, common_name: &str) -> Result<Self, String> {
+        let key = KeyPair::from_pem(key_pem)
+            .map_err(|_| "the CA key is not a PEM PKCS#8 key rcgen can use".to_string())?;
+        let params = ca_params(common_name).map_err(|e| format!("CA parameters: {e}"))?;
         Ok(Self {
-            cert_pem: cert.pem(),
+            cert_pem: cert_pem.to_string(),
             issuer: Issuer::new(params, key),
         })
     }

@@ -110,12 +110,54 @@ pub async fn spawn_upstream(
     serve_upstream(listener, name, tls, verifier)
 }
 
+/// The assertion keys an upstream trusts, replaced whole when its JWKS is fetched
+/// again (`gateway upstream` refreshes it; the in-process demo never needs to).
+#[derive(Debug)]
+pub struct TrustedKeys(std::sync::RwLock<Arc<AssertionVerifier>>);
+
+impl TrustedKeys {
+    /// Trusts `verifier`'s keys.
+    pub fn new(verifier: Arc<AssertionVerifier>) -> Arc<Self> {
+        Arc::new(Self(std::sync::RwLock::new(verifier)))
+    }
+
+    /// The keys trusted now.
+    pub fn current(&self) -> Arc<AssertionVerifier> {
+        // A poisoned lock still holds a complete Arc: use it.
+        Arc::clone(
+            &self
+                .0
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Trusts `verifier`'s keys from now on.
+    pub fn replace(&self, verifier: Arc<AssertionVerifier>) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = verifier;
+    }
+}
+
 /// Serves a demo upstream for PBC `name` on an already bound listener.
 pub fn serve_upstream(
     listener: TcpListener,
     name: &str,
     tls: Arc<ServerConfig>,
     verifier: Arc<AssertionVerifier>,
+) -> Result<Upstream, String> {
+    serve_upstream_trusting(listener, name, tls, TrustedKeys::new(verifier))
+}
+
+/// Serves a demo upstream for PBC `name` on an already bound listener, trusting
+/// whatever `keys` holds at each request.
+pub fn serve_upstream_trusting(
+    listener: TcpListener,
+    name: &str,
+    tls: Arc<ServerConfig>,
+    keys: Arc<TrustedKeys>,
 ) -> Result<Upstream, String> {
     let addr = listener
         .local_addr()
@@ -125,7 +167,7 @@ pub fn serve_upstream(
         listener,
         Arc::from(name),
         tokio_rustls::TlsAcceptor::from(tls),
-        verifier,
+        keys,
         stop_rx,
     ));
     tracing::debug!(upstream = name, %addr, "demo upstream listening");
@@ -150,7 +192,7 @@ async fn accept_loop(
     listener: TcpListener,
     name: Arc<str>,
     acceptor: tokio_rustls::TlsAcceptor,
-    verifier: Arc<AssertionVerifier>,
+    keys: Arc<TrustedKeys>,
     stop: watch::Receiver<bool>,
 ) {
     let graceful = GracefulShutdown::new();
@@ -174,7 +216,7 @@ async fn accept_loop(
         let builder = Arc::clone(&builder);
         let watcher = graceful.watcher();
         let name = Arc::clone(&name);
-        let verifier = Arc::clone(&verifier);
+        let keys = Arc::clone(&keys);
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(tcp))
                 .await
@@ -188,7 +230,7 @@ async fn accept_loop(
             };
             let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let name = Arc::clone(&name);
-                let verifier = Arc::clone(&verifier);
+                let verifier = keys.current();
                 async move { Ok::<_, std::convert::Infallible>(handle(&name, &verifier, req).await) }
             });
             let conn = builder

@@ -675,7 +675,7 @@ fn check_p256_point(x: &[u8], y: &[u8]) -> Result<(), String> {
 // ---------------------------------------------------------------------------------------
 // One issuer: its rules, its key source, its cached keys
 
-type JwksClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+pub(crate) type JwksClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
 enum Source {
     File(PathBuf),
@@ -1145,7 +1145,7 @@ fn parse_https_url(url: &str) -> Result<Uri, String> {
 
 /// An HTTPS-only client trusting only `ca_bundle`, keeping no idle connections (a
 /// fetch is rare).
-fn jwks_client(ca_bundle: &Path) -> Result<JwksClient, String> {
+pub(crate) fn jwks_client(ca_bundle: &Path) -> Result<JwksClient, String> {
     let tls = crate::pki::client_config(crate::pki::load_roots(ca_bundle, "ca_bundle")?)?;
     let mut http = HttpConnector::new();
     http.enforce_http(false);
@@ -1165,7 +1165,7 @@ fn jwks_client(ca_bundle: &Path) -> Result<JwksClient, String> {
 
 /// GETs the JWKS: status 200, at most [`MAX_JWKS_BYTES`], all within
 /// [`FETCH_TIMEOUT`]. Redirects are not followed: the configured URL is the one trusted.
-async fn fetch_jwks(client: &JwksClient, uri: &Uri) -> Result<Vec<u8>, String> {
+pub(crate) async fn fetch_jwks(client: &JwksClient, uri: &Uri) -> Result<Vec<u8>, String> {
     let req = Request::get(uri.clone())
         .header(
             http::header::ACCEPT,
