@@ -17,8 +17,16 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[derive(Parser)]
 #[command(name = "authz-rules", version, about, long_about = None)]
 #[command(
-    after_help = "Exit codes: 0 yes (valid, allowed, not widened, all cases pass); \
-    1 no (invalid, denied, widened, a case failed); 2 could not run."
+    after_help = "\
+Examples:
+  authz-rules check examples/rules/commerce.toml
+  authz-rules explain examples/rules/commerce.toml --caller catalogue --target order --path /orders/42
+  authz-rules matrix examples/rules/commerce.toml --format html -o matrix.html
+  authz-rules diff rules-old.toml rules-new.toml
+  authz-rules test examples/rules/commerce.toml examples/rules/commerce.cases.toml
+
+Exit codes: 0 yes (valid, allowed, not widened, all cases pass); \
+1 no (invalid, denied, widened, a case failed); 2 could not run."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -28,6 +36,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Validate a rules file: errors and warnings with file, line and column.
+    #[command(after_help = "\
+Examples:
+  authz-rules check examples/rules/commerce.toml
+  authz-rules check rules.toml --deny-warnings        # in CI: warnings fail too
+  authz-rules check rules.toml --format json")]
     Check {
         /// The rules file (TOML).
         file: String,
@@ -39,6 +52,16 @@ enum Command {
         deny_warnings: bool,
     },
     /// Decide one request and show the rules that led to the decision.
+    #[command(after_help = "\
+Examples:
+  # why is catalogue refused on order? (default deny: no rule allows it)
+  authz-rules explain examples/rules/commerce.toml --caller catalogue --target order --path /orders/42
+  # an explicit deny beats an allow
+  authz-rules explain examples/rules/commerce.toml --caller checkout --target order \\
+      --method DELETE --path /orders/42
+  # by role ARN, with a principal tag and a source address
+  authz-rules explain rules.toml --caller arn:aws:iam::111122223333:role/CheckoutPBCRole \\
+      --target payment --method POST --path /payments --tag team=checkout --source-ip 10.1.2.3")]
     Explain {
         /// The rules file (TOML).
         file: String,
@@ -71,6 +94,12 @@ enum Command {
         format: TextOrJson,
     },
     /// Render who may call whom, with methods and paths per edge.
+    #[command(after_help = "\
+Examples:
+  authz-rules matrix examples/rules/commerce.toml                  # terminal table
+  authz-rules matrix examples/rules/commerce.toml --format markdown
+  authz-rules matrix examples/rules/commerce.toml --format html -o matrix.html
+  authz-rules matrix examples/rules/commerce.toml --format dot | dot -Tsvg > matrix.svg")]
     Matrix {
         /// The rules file (TOML).
         file: String,
@@ -82,6 +111,12 @@ enum Command {
         output: Option<String>,
     },
     /// Show which edges a change opens and closes; exit 1 when access widened.
+    #[command(after_help = "\
+Examples:
+  authz-rules diff <(git show main:rules.toml) rules.toml   # review a change
+  authz-rules diff old.toml new.toml --format json
+
+Exit status 1 when the change opens access (a new edge, method or path): a review gate.")]
     Diff {
         /// The rules file before the change.
         old: String,
@@ -92,6 +127,14 @@ enum Command {
         format: TextOrJson,
     },
     /// Run a table of expected decisions against a rules file.
+    #[command(after_help = "\
+Examples:
+  authz-rules test examples/rules/commerce.toml examples/rules/commerce.cases.toml
+  authz-rules test rules.toml cases.toml -v --time 2026-11-23T09:00:00Z
+
+A case: [[case]] with caller, target, method, path and expect = \"allow\" or \"deny\";
+optional name, rule and reason (pins), tags, source_ip and time.
+See examples/rules/commerce.cases.toml.")]
     Test {
         /// The rules file (TOML).
         file: String,
