@@ -61,6 +61,10 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(options.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", options.listen))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("cannot listen on {}: {e}", options.listen))?;
+    tracing::info!(pbc = %options.pbc, %addr, "demo PBC upstream listening; waiting for the gateway's JWKS");
 
     tokio::pin!(stop);
     // Wait for the gateway's keys before serving: without them every request would
@@ -79,7 +83,7 @@ pub async fn run(
             }
         }
     };
-    tracing::info!(pbc = %options.pbc, listen = %options.listen, ?verifier, "demo PBC upstream serving");
+    tracing::info!(pbc = %options.pbc, %addr, ?verifier, "demo PBC upstream serving");
     let keys = TrustedKeys::new(Arc::new(verifier));
     let server = upstream::serve_upstream_trusting(listener, &options.pbc, tls, Arc::clone(&keys))?;
 
