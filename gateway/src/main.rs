@@ -56,7 +56,7 @@ examples/gateway.toml and the README's configuration reference.")]
     #[command(after_help = "\
 Examples:
   gateway check-config /etc/sigv4-gateway/gateway.toml
-  gateway check-config examples/gateway.toml
+  gateway check-config examples/production/gateway.toml   # after laying out its secrets
 
 Exit status: 0 valid, 1 invalid (every error printed with file, line and reason).")]
     CheckConfig {
