@@ -16,8 +16,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// Check, explain, render, diff and test the cross-PBC allow matrix.
 #[derive(Parser)]
 #[command(name = "authz-rules", version, about, long_about = None)]
-#[command(
-    after_help = "\
+#[command(after_help = "\
 Examples:
   authz-rules check examples/rules/commerce.toml
   authz-rules explain examples/rules/commerce.toml --caller catalogue --target order --path /orders/42
@@ -26,8 +25,7 @@ Examples:
   authz-rules test examples/rules/commerce.toml examples/rules/commerce.cases.toml
 
 Exit codes: 0 yes (valid, allowed, not widened, all cases pass); \
-1 no (invalid, denied, widened, a case failed); 2 could not run."
-)]
+1 no (invalid, denied, widened, a case failed); 2 could not run.")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
