@@ -236,15 +236,9 @@ fn main() -> ExitCode {
             issuer,
             refresh_secs,
         } => {
-            let _telemetry = match gateway::telemetry::init(
-                LogFormat::Text,
-                &gateway::trace::TracingConfig::default(),
-            ) {
+            let _telemetry = match text_logs() {
                 Ok(guard) => guard,
-                Err(e) => {
-                    eprintln!("gateway: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             let options = gateway::demo::standalone::Options {
                 pbc,
@@ -266,15 +260,9 @@ fn main() -> ExitCode {
             admin_listen,
             state_dir,
         } => {
-            let _telemetry = match gateway::telemetry::init(
-                LogFormat::Text,
-                &gateway::trace::TracingConfig::default(),
-            ) {
+            let _telemetry = match text_logs() {
                 Ok(guard) => guard,
-                Err(e) => {
-                    eprintln!("gateway: {e}");
-                    return ExitCode::from(2);
-                }
+                Err(code) => return code,
             };
             runtime(async move {
                 let demo = gateway::demo::start(gateway::demo::Options {
@@ -290,6 +278,16 @@ fn main() -> ExitCode {
             })
         }
     }
+}
+
+/// Text logs with the default tracing settings: the demo and the demo upstreams.
+fn text_logs() -> Result<gateway::telemetry::TelemetryGuard, ExitCode> {
+    gateway::telemetry::init(LogFormat::Text, &gateway::trace::TracingConfig::default()).map_err(
+        |e| {
+            eprintln!("gateway: {e}");
+            ExitCode::from(2)
+        },
+    )
 }
 
 fn runtime(fut: impl std::future::Future<Output = Result<(), String>>) -> ExitCode {

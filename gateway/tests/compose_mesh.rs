@@ -13,6 +13,9 @@
     missing_docs
 )]
 
+mod common;
+
+use common::temp_dir;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -108,22 +111,9 @@ fn field(line: &str, key: &str) -> String {
         .to_string()
 }
 
-fn temp_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "gateway-compose-mesh-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 #[test]
 fn the_compose_mesh_answers_the_client_script_on_loopback() {
-    let dir = temp_dir();
+    let dir = temp_dir("compose-mesh");
     let certs = dir.join("certs");
     let etc = dir.join("etc");
     std::fs::create_dir_all(etc.join("rules")).unwrap();

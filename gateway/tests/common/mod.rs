@@ -59,3 +59,17 @@ pub fn signed(
     instructions.apply_to_request_http1x(&mut req);
     req
 }
+
+/// A new directory under the system temp dir, unique to this process and moment.
+pub fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "gateway-test-{tag}-{}-{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
