@@ -16,6 +16,10 @@ use std::sync::Arc;
 /// The CA's common name unless `--ca-name` says otherwise.
 pub const DEFAULT_CA_NAME: &str = "sigv4-gateway mesh CA";
 
+/// Certificate names whose files are `gateway certs`' own (`ca.pem`, `ca-key.pem`,
+/// `assertion-key.pem`).
+const RESERVED_NAMES: [&str; 4] = ["ca", "ca-key", "assertion", "assertion-key"];
+
 /// One certificate to issue: `NAME` or `NAME=SAN,SAN,...`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertSpec {
@@ -38,6 +42,16 @@ impl FromStr for CertSpec {
             return Err(format!(
                 "`{name}` is not a usable certificate name: use letters, digits, `.`, `_` and `-` \
                  (it names the files NAME.pem and NAME-key.pem)"
+            ));
+        }
+        // NAME.pem and NAME-key.pem must not be the CA's files, the assertion key, or
+        // another certificate's key: `ca` would be "kept" as the CA itself, `assertion`
+        // would make a TLS key double as the assertion signing key.
+        if RESERVED_NAMES.contains(&name) || name.ends_with("-key") {
+            return Err(format!(
+                "`{name}` cannot name a certificate: its files would be taken for the CA's \
+                 (ca.pem, ca-key.pem), the assertion key (assertion-key.pem) or another \
+                 certificate's key (NAME-key.pem); choose another name"
             ));
         }
         let sans: Vec<String> = match sans {
@@ -289,7 +303,19 @@ mod tests {
                 .sans,
             vec!["gateway", "localhost", "127.0.0.1"]
         );
-        for bad in ["", "../x", "a/b", ".hidden", "x=", "x=not a name"] {
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            ".hidden",
+            "x=",
+            "x=not a name",
+            "ca",
+            "ca-key",
+            "assertion",
+            "assertion-key=gateway",
+            "order-key",
+        ] {
             assert!(bad.parse::<CertSpec>().is_err(), "{bad}");
         }
     }
