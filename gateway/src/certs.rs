@@ -6,7 +6,7 @@
 //! Production meshes get certificates from their own PKI (cert-manager, Vault, SPIFFE);
 //! this is the "nothing to set up" path.
 
-use crate::demo::{DemoCa, random_hex, write_file};
+use crate::demo::{DemoCa, random_hex};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use std::path::{Path, PathBuf};
@@ -132,8 +132,8 @@ pub fn run(request: &Request) -> Result<Vec<Outcome>, String> {
         }
         (false, false) => {
             let (ca, key_pem) = DemoCa::generate_named(&request.ca_name)?;
-            write_file(&ca_key, &key_pem, true)?;
-            write_file(&ca_cert, &ca.cert_pem, false)?;
+            write_new(&ca_key, &key_pem, true)?;
+            write_new(&ca_cert, &ca.cert_pem, false)?;
             done.push(Outcome::Created(ca_cert.clone()));
             done.push(Outcome::Created(ca_key.clone()));
             ca
@@ -184,9 +184,9 @@ pub fn run(request: &Request) -> Result<Vec<Outcome>, String> {
                 out.display()
             )
         })?;
-        write_file(&key_path, &issued.key_pem, true)?;
+        write_new(&key_path, &issued.key_pem, true)?;
         // Leaf first, then the CA: what a TLS server sends.
-        write_file(
+        write_new(
             &cert_path,
             &format!("{}{}", issued.cert_pem, ca.cert_pem),
             false,
@@ -202,7 +202,7 @@ pub fn run(request: &Request) -> Result<Vec<Outcome>, String> {
         } else {
             let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
                 .map_err(|e| format!("cannot make the assertion key: {e}"))?;
-            write_file(&path, &zeroize::Zeroizing::new(key.serialize_pem()), true)?;
+            write_new(&path, &zeroize::Zeroizing::new(key.serialize_pem()), true)?;
             done.push(Outcome::Created(path));
         }
     }
@@ -212,11 +212,56 @@ pub fn run(request: &Request) -> Result<Vec<Outcome>, String> {
             done.push(Outcome::Kept(path));
         } else {
             let key = zeroize::Zeroizing::new(random_hex(32)?);
-            write_file(&path, &key, true)?;
+            write_new(&path, &key, true)?;
             done.push(Outcome::Created(path));
         }
     }
     Ok(done)
+}
+
+/// Writes a file that must not exist yet: never through a symbolic link (`O_EXCL`
+/// refuses one, dangling or not, so a link planted in a shared directory cannot send a
+/// private key elsewhere or overwrite another file), never over a file that appeared
+/// since it was looked for. `private` files are readable by their owner only; the
+/// mode is set whatever the umask. A file cut short by a failed write is removed, so
+/// the next run does not keep it.
+fn write_new(path: &Path, contents: &str, private: bool) -> Result<(), String> {
+    use std::io::Write as _;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    let mode = if private { 0o600 } else { 0o644 };
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut file = options.open(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            format!(
+                "will not write {}: something is already there (a symbolic link, which is \
+                 never written through, or a file made meanwhile); remove it and run again",
+                path.display()
+            )
+        } else {
+            format!("cannot write {}: {e}", path.display())
+        }
+    })?;
+    let written = (|| {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        }
+        file.write_all(contents.as_bytes())?;
+        file.sync_all()
+    })();
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(path);
+        format!("cannot write {}: {e}", path.display())
+    })
 }
 
 fn read(path: &Path) -> Result<String, String> {
@@ -402,6 +447,31 @@ mod tests {
             "{err}"
         );
         assert!(!dir.join("payment.pem").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn keys_are_never_written_through_a_symbolic_link() {
+        let dir = temp_dir("symlink");
+        let elsewhere = dir.join("elsewhere");
+        std::fs::create_dir_all(&elsewhere).unwrap();
+        let out = dir.join("out");
+        std::fs::create_dir_all(&out).unwrap();
+        // A dangling link where the CA key goes, and one to an existing file.
+        std::os::unix::fs::symlink(elsewhere.join("stolen-key.pem"), out.join("ca-key.pem"))
+            .unwrap();
+        let victim = elsewhere.join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        std::os::unix::fs::symlink(&victim, out.join("order-key.pem")).unwrap();
+
+        let err = run(&request(&out, &["order"])).unwrap_err();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert!(!elsewhere.join("stolen-key.pem").exists());
+        std::fs::remove_file(out.join("ca-key.pem")).unwrap();
+        let err = run(&request(&out, &["order"])).unwrap_err();
+        assert!(err.contains("only one of"), "{err}");
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
