@@ -71,7 +71,13 @@ pub async fn run(
     // be refused anyway. Connections made meanwhile wait in the listen backlog.
     let mut backoff = Duration::from_millis(200);
     let verifier = loop {
-        match fetch(&client, &uri, &options.issuer).await {
+        // `stop` is polled from the start (that installs the signal handlers: as PID 1
+        // in a container, a SIGTERM before then would be lost) and during every fetch.
+        let fetched = tokio::select! {
+            () = &mut stop => return Ok(()),
+            fetched = fetch(&client, &uri, &options.issuer) => fetched,
+        };
+        match fetched {
             Ok(v) => break v,
             Err(e) => {
                 tracing::warn!(pbc = %options.pbc, jwks = %uri, error = %e, "waiting for the gateway's JWKS");
@@ -92,11 +98,18 @@ pub async fn run(
     loop {
         tokio::select! {
             () = &mut stop => break,
-            _ = ticker.tick() => match fetch(&client, &uri, &options.issuer).await {
-                Ok(v) => keys.replace(Arc::new(v)),
-                // Keep the keys we have: a gateway restarting is no reason to refuse.
-                Err(e) => tracing::warn!(pbc = %options.pbc, jwks = %uri, error = %e, "JWKS refresh failed; keeping the keys already trusted"),
-            },
+            _ = ticker.tick() => {
+                // A stop during the fetch (up to its timeout) is not kept waiting.
+                let fetched = tokio::select! {
+                    () = &mut stop => break,
+                    fetched = fetch(&client, &uri, &options.issuer) => fetched,
+                };
+                match fetched {
+                    Ok(v) => keys.replace(Arc::new(v)),
+                    // Keep the keys we have: a gateway restarting is no reason to refuse.
+                    Err(e) => tracing::warn!(pbc = %options.pbc, jwks = %uri, error = %e, "JWKS refresh failed; keeping the keys already trusted"),
+                }
+            }
         }
     }
     server.shutdown().await;
