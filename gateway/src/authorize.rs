@@ -183,7 +183,8 @@ pub fn check_request_line(parts: &Parts) -> Result<(), GatewayError> {
         .find(|h| parts.headers.contains_key(**h))
     {
         return Err(bad(format!(
-            "The header `{h}` is not accepted: the gateway authorizes the method and path of              the request line, so upstreams must not be asked to use others."
+            "The header `{h}` is not accepted: the gateway authorizes the method and path of \
+             the request line, so upstreams must not be asked to use others."
         )));
     }
     Ok(())
