@@ -837,7 +837,10 @@ mod tests {
         assert_eq!(
             sample(
                 &text,
-                &format!("gateway_build_info{{version=\"{version}\"}}")
+                &format!(
+                    "gateway_build_info{{version=\"{version}\",commit=\"{}\"}}",
+                    crate::build_info::COMMIT
+                )
             ),
             Some(1.0)
         );
