@@ -48,6 +48,15 @@ pub struct Config {
     /// Roles callers may assume through the STS endpoint.
     #[serde(default, rename = "role")]
     pub roles: Vec<RoleConfig>,
+    /// Replay protection (off unless the table is present).
+    #[serde(default)]
+    pub replay: Option<crate::replay::ReplayConfig>,
+    /// Where the rules file's `[[limit]]`s keep their buckets.
+    #[serde(default)]
+    pub rate_limit: RateLimitConfig,
+    /// The Redis server replicas share (replay cache, rate limits).
+    #[serde(default)]
+    pub redis: Option<crate::state::RedisConfig>,
 }
 
 /// The STS endpoint.
@@ -93,6 +102,31 @@ pub struct StsKeyConfig {
     /// An environment variable holding at least 32 bytes of key material.
     #[serde(default)]
     pub secret_env: Option<String>,
+}
+
+/// `[rate_limit]`: where the buckets of the rules file's `[[limit]]`s live.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// `memory` (one replica; default) or `redis` (shared by every replica).
+    #[serde(default)]
+    pub store: crate::state::StoreKind,
+    /// The memory store's bound on buckets that are not full (default 100,000).
+    #[serde(default = "default_max_buckets")]
+    pub max_buckets: usize,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            store: crate::state::StoreKind::Memory,
+            max_buckets: default_max_buckets(),
+        }
+    }
+}
+
+fn default_max_buckets() -> usize {
+    100_000
 }
 
 /// A role callers may assume.
@@ -521,6 +555,53 @@ impl Config {
         }
         for (key, reason) in config.tracing.validate() {
             err(find_in("[tracing]", key), format!("[tracing] {reason}"));
+        }
+        let redis_needed = [
+            (config.replay.as_ref().map(|r| r.store), "[replay]"),
+            (Some(config.rate_limit.store), "[rate_limit]"),
+        ];
+        for (store, table) in redis_needed {
+            if store == Some(crate::state::StoreKind::Redis) && config.redis.is_none() {
+                err(
+                    find_in(table, "store"),
+                    format!(
+                        "{table} store = \"redis\" needs a [redis] table (url = \"redis://host:6379/0\") \
+                         shared by every replica; or store = \"memory\" for one replica"
+                    ),
+                );
+            }
+        }
+        if let Some(r) = &config.redis {
+            if !r.url.starts_with("redis://") && !r.url.starts_with("redis+unix://") {
+                err(
+                    find_in("[redis]", "url"),
+                    "[redis] url must start with redis:// (TLS to Redis, rediss://, is not built in: \
+                     run Redis on a private network or behind a TLS sidecar)"
+                        .into(),
+                );
+            }
+            if r.timeout_ms == 0 {
+                err(
+                    find_in("[redis]", "timeout_ms"),
+                    "[redis] timeout_ms must be above 0".into(),
+                );
+            }
+        }
+        if let Some(r) = &config.replay {
+            if r.max_entries == 0 {
+                err(
+                    find_in("[replay]", "max_entries"),
+                    "[replay] max_entries must be above 0".into(),
+                );
+            }
+            for m in &r.exempt_methods {
+                if http::Method::from_bytes(m.as_bytes()).is_err() || m.to_ascii_uppercase() != *m {
+                    err(
+                        find_in("[replay]", "exempt_methods"),
+                        format!("[replay] exempt_methods: `{m}` is not an upper-case HTTP method"),
+                    );
+                }
+            }
         }
         if config.sigv4.regions.is_empty() || config.sigv4.services.is_empty() {
             err(

@@ -26,6 +26,7 @@
 //! | `gateway_upstream_connections_open` | gauge | `target` |
 //! | `gateway_upstream_requests_in_flight` | gauge | `target` |
 //! | `gateway_tls_handshake_errors_total` | counter | `reason` (`failed`, `timeout`) |
+//! | `gateway_shared_state_errors_total` | counter | `use` (`replay`, `rate_limit`), `policy` (`fail_closed`, `fail_open`) |
 //! | `gateway_reloads_total` | counter | `file` |
 //! | `gateway_reload_failures_total` | counter | `file` |
 //! | `gateway_reload_last_success_timestamp_seconds` | gauge | `file` |
@@ -185,6 +186,7 @@ pub struct Metrics {
     durations: StageHistograms,
     sts: Capped<Counter, 3>,
     tls_handshake_errors: Capped<Counter, 1>,
+    shared_state_errors: Capped<Counter, 2>,
     reloads: Capped<Mirror, 1>,
     reload_failures: Capped<Mirror, 1>,
     reload_last_success: Capped<Gauge, 1>,
@@ -219,6 +221,7 @@ impl Metrics {
         let durations = StageHistograms::default();
         let sts = Capped::new("sts_requests", ["action", "role", "code"]);
         let tls_handshake_errors = Capped::new("tls_handshake_errors", ["reason"]);
+        let shared_state_errors = Capped::new("shared_state_errors", ["use", "policy"]);
         let reloads = Capped::new("reloads", ["file"]);
         let reload_failures = Capped::new("reload_failures", ["file"]);
         let reload_last_success = Capped::new("reload_last_success_timestamp", ["file"]);
@@ -280,6 +283,11 @@ impl Metrics {
             tls_handshake_errors.clone(),
         );
         registry.register(
+            "shared_state_errors",
+            "Calls to the shared store (Redis) that failed, by use (replay, rate_limit) and the policy applied (fail_closed: refused, fail_open: served unchecked)",
+            shared_state_errors.clone(),
+        );
+        registry.register(
             "reloads",
             "New versions of a reloadable file that went live",
             reloads.clone(),
@@ -327,6 +335,7 @@ impl Metrics {
             durations,
             sts,
             tls_handshake_errors,
+            shared_state_errors,
             reloads,
             reload_failures,
             reload_last_success,
@@ -370,6 +379,16 @@ impl Metrics {
     /// (`"timeout"`).
     pub fn tls_handshake_error(&self, reason: &'static str) {
         self.tls_handshake_errors.with([reason], |c| c.inc());
+    }
+
+    /// One failed call to the shared store, for `what` (`replay`, `rate_limit`), and
+    /// what was done about it.
+    pub fn shared_state_error(&self, what: &'static str, mode: crate::state::FailMode) {
+        let policy = match mode {
+            crate::state::FailMode::FailClosed => "fail_closed",
+            crate::state::FailMode::FailOpen => "fail_open",
+        };
+        self.shared_state_errors.with([what, policy], |c| c.inc());
     }
 
     /// Mirrors a reloadable file's counters (`what` is its name: `rules`,

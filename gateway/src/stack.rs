@@ -56,6 +56,27 @@ pub struct Gateway {
     request_ids: RequestIds,
     metrics: Arc<Metrics>,
     auditor: Arc<Auditor>,
+    replay: Option<crate::replay::ReplayGuard>,
+}
+
+/// Warns when Redis may evict the gateway's keys: a replay cache that forgets live
+/// signatures under memory pressure lets captured requests through again.
+async fn warn_unless_noeviction(store: crate::state::redis::RedisStore) {
+    match store.eviction_policy().await {
+        Some(policy) if policy == "noeviction" => {
+            tracing::info!("redis: maxmemory-policy noeviction");
+        }
+        Some(policy) => tracing::warn!(
+            %policy,
+            "redis: maxmemory-policy is not noeviction, so under memory pressure Redis may evict \
+             live replay-cache entries (making captured requests replayable) and rate-limit \
+             buckets; set `maxmemory-policy noeviction`"
+        ),
+        None => tracing::info!(
+            "redis: could not read maxmemory-policy (unreachable, or CONFIG is not allowed); \
+             make sure it is noeviction"
+        ),
+    }
 }
 
 /// Loads the rules file, refusing one with errors (the message lists them all).
@@ -156,7 +177,27 @@ impl Gateway {
         };
         let jwks_body = bytes::Bytes::from(signer.jwks().to_string());
         let metrics = Arc::new(Metrics::new());
+        let redis = config
+            .redis
+            .as_ref()
+            .map(|r| crate::state::redis::RedisStore::new(r).map(|store| (store, r.on_unavailable)))
+            .transpose()?;
+        if let (Some((store, _)), Ok(runtime)) = (&redis, tokio::runtime::Handle::try_current()) {
+            runtime.spawn(warn_unless_noeviction(store.clone()));
+        }
+        let replay = config
+            .replay
+            .as_ref()
+            .map(|r| {
+                crate::replay::ReplayGuard::new(
+                    r,
+                    redis.as_ref().map(|(s, mode)| (s, *mode)),
+                    Arc::clone(&metrics),
+                )
+            })
+            .transpose()?;
         Ok(Gateway {
+            replay,
             request_ids: RequestIds::new(&config.tracing)?,
             auditor: Auditor::start(&config.audit)?,
             forwarder: Forwarder::new(&config.targets, Arc::clone(&metrics))?,
@@ -393,6 +434,11 @@ impl Gateway {
             }
         };
         trail.principal(&authenticated.principal);
+        if let Some(replay) = &self.replay {
+            replay
+                .check(&parts.method, &authenticated.verified, ctx.now)
+                .await?;
+        }
         let stream_failure = authenticated.stream_failure.clone();
         // authorize
         let started = Instant::now();

@@ -57,6 +57,13 @@ pub struct Verified {
     pub has_session_token: bool,
     /// What was proven about the body.
     pub payload: Payload,
+    /// A fingerprint of the signature (128 bits of it; SigV4a: of its SHA-256), the key
+    /// of a replay cache: a request sent again carries the same one.
+    pub replay_key: u128,
+    /// The last second (Unix time) at which this signature still passes the time
+    /// check: the request time plus the skew window, or a presigned URL's expiry. A
+    /// replay cache must remember the signature until then, and need not after.
+    pub valid_until: i64,
     region_set: Option<String>,
 }
 
@@ -470,6 +477,11 @@ impl Verifier {
             }
             DeclaredKind::Streaming => self.streaming_payload(req, auth, v4_key)?,
         };
+        let t = auth.time.unix();
+        let valid_until = match auth.expires {
+            None => t.saturating_add(self.policy.max_skew_secs),
+            Some(expires) => t.saturating_add(expires),
+        };
         Ok(Verified {
             credential: auth.credential.to_owned_with(&auth.signed_headers),
             region_set: auth.region_set().map(str::to_owned),
@@ -478,6 +490,8 @@ impl Verifier {
             time: auth.time,
             has_session_token: auth.session_token.is_some(),
             payload,
+            replay_key: replay_key(&auth.signature),
+            valid_until,
         })
     }
 
@@ -749,5 +763,21 @@ impl<'r> Declared<'r> {
                 Ok((PayloadLine::Hash(h), DeclaredKind::Computed(h)))
             }
         }
+    }
+}
+
+/// 128 bits of the signature: an HMAC-SHA256 output is already uniform; an ECDSA
+/// signature (DER, variable length) is hashed first.
+fn replay_key(signature: &SignatureBytes) -> u128 {
+    let first16 = |b: &[u8]| {
+        let mut k = [0u8; 16];
+        for (d, s) in k.iter_mut().zip(b) {
+            *d = *s;
+        }
+        u128::from_be_bytes(k)
+    };
+    match signature {
+        SignatureBytes::V4(sig) => first16(sig),
+        SignatureBytes::V4a(der) => first16(&Sha256::digest(der)),
     }
 }

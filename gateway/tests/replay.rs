@@ -1,0 +1,511 @@
+//! Replay protection against the demo mesh: a signed request is accepted once and
+//! refused when sent again, on the same replica (memory store) or on another one
+//! sharing a real Redis (`redis-server` from Debian's packages); exempt methods pass
+//! twice; a Redis that is down is refused (fail closed) or served and counted (fail
+//! open); a full Redis (`maxmemory` with `noeviction`) refuses new signatures and still
+//! remembers the ones it holds.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    missing_docs
+)]
+
+mod common;
+
+use bytes::Bytes;
+use common::{REGION, signed, temp_dir};
+use gateway::config::Config;
+use gateway::demo::{self, Demo, Options};
+use gateway::replay::ReplayConfig;
+use gateway::server::Running;
+use gateway::state::{FailMode, RedisConfig, StoreKind};
+use http::StatusCode;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+const CHECKOUT: (&str, &str) = (
+    "AKIADEMOCHECKOUT0001",
+    "demo+checkout+secret+key+not+for+production",
+);
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+fn client(ca: &Path) -> HttpsClient {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only()
+        .enable_http1()
+        .build();
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+/// Sends the request `method url body` signed by checkout at `time`: the same
+/// arguments make the same signature, i.e. a replay.
+async fn send(
+    client: &HttpsClient,
+    base: &str,
+    method: &str,
+    path: &str,
+    time: SystemTime,
+) -> (StatusCode, String) {
+    let body: &[u8] = if method == "POST" {
+        b"{\"sku\":\"sku-1\"}"
+    } else {
+        b""
+    };
+    let req = signed(
+        CHECKOUT,
+        method,
+        &format!("{base}{path}"),
+        body,
+        time,
+        REGION,
+    );
+    let resp = client.request(req).await.unwrap();
+    let status = resp.status();
+    let code = resp
+        .headers()
+        .get("x-amzn-errortype")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let _ = resp.into_body().collect().await;
+    (status, code)
+}
+
+/// Like [`send`], signed for `signed_for` (its Host) but delivered to `deliver_to`:
+/// what a replica behind the same load-balancer name receives.
+async fn send_to(
+    client: &HttpsClient,
+    signed_for: &str,
+    deliver_to: &str,
+    path: &str,
+    time: SystemTime,
+) -> (StatusCode, String) {
+    let body: &[u8] = b"{\"sku\":\"sku-1\"}";
+    let mut req = signed(
+        CHECKOUT,
+        "POST",
+        &format!("{signed_for}{path}"),
+        body,
+        time,
+        REGION,
+    );
+    *req.uri_mut() = format!("{deliver_to}{path}").parse().unwrap();
+    let resp = client.request(req).await.unwrap();
+    let status = resp.status();
+    let code = resp
+        .headers()
+        .get("x-amzn-errortype")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let _ = resp.into_body().collect().await;
+    (status, code)
+}
+
+async fn start_demo(dir: &Path) -> Demo {
+    demo::start(Options {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        admin_listen: "127.0.0.1:0".parse().unwrap(),
+        state_dir: Some(dir.to_path_buf()),
+    })
+    .await
+    .unwrap()
+}
+
+/// What replicas share besides the demo's configuration: an assertion signing key,
+/// and an order upstream that trusts it (the demo's upstreams trust only the demo
+/// gateway's own key).
+struct Shared {
+    key_file: PathBuf,
+    order: gateway::demo::upstream::Upstream,
+}
+
+async fn shared(demo: &Demo) -> Shared {
+    let key_file = demo.state_dir().join("replicas-assertion-key.pem");
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let signer =
+        gateway::assertion::AssertionSigner::from_pem_file(&key_file, demo::ISSUER, 60).unwrap();
+    let verifier =
+        gateway::assertion::AssertionVerifier::from_jwks(&signer.jwks(), demo::ISSUER).unwrap();
+    let read = |f: &str| std::fs::read_to_string(demo.state_dir().join(f)).unwrap();
+    let tls = gateway::demo::upstream::tls_config(&read("upstream.pem"), &read("upstream-key.pem"))
+        .unwrap();
+    let order = gateway::demo::upstream::spawn_upstream("order", tls, Arc::new(verifier))
+        .await
+        .unwrap();
+    Shared { key_file, order }
+}
+
+/// Another gateway on the demo's configuration (same keys, rules, upstreams), with
+/// `replay` and `redis` as given, signing assertions with the shared key.
+async fn replica(
+    demo: &Demo,
+    shared: &Shared,
+    replay: ReplayConfig,
+    redis: Option<RedisConfig>,
+) -> Running {
+    let mut config = Config::load(demo.config_path()).unwrap();
+    config.listen.addr = "127.0.0.1:0".parse().unwrap();
+    config.admin.addr = "127.0.0.1:0".parse().unwrap();
+    config.assertion.key_file = Some(shared.key_file.clone());
+    for t in &mut config.targets {
+        if t.name == "order" {
+            t.upstream = shared.order.url();
+        }
+    }
+    config.audit.sink = gateway::audit::AuditSink::Off;
+    config.replay = Some(replay);
+    config.redis = redis;
+    gateway::server::start(&config).await.unwrap()
+}
+
+fn replay_config(store: StoreKind, exempt: &[&str]) -> ReplayConfig {
+    ReplayConfig {
+        store,
+        exempt_methods: exempt.iter().map(|m| (*m).to_string()).collect(),
+        max_entries: 1000,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_store_refuses_a_second_copy_and_exempts_what_it_is_told() {
+    let dir = temp_dir("replay-memory");
+    let demo = start_demo(&dir).await;
+    let sh = shared(&demo).await;
+    let gw = replica(&demo, &sh, replay_config(StoreKind::Memory, &["GET"]), None).await;
+    let base = format!("https://{}", gw.addr);
+    let c = client(demo.ca_path());
+    let t = SystemTime::now();
+
+    assert_eq!(
+        send(&c, &base, "POST", "/order/orders", t).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&c, &base, "POST", "/order/orders", t).await,
+        (StatusCode::FORBIDDEN, "RequestReplayed".into())
+    );
+    // Signed a second later: a new signature, a new request.
+    let later = t + Duration::from_secs(1);
+    assert_eq!(
+        send(&c, &base, "POST", "/order/orders", later).await.0,
+        StatusCode::OK
+    );
+    // GET is exempt: the same signed read twice is served twice.
+    for _ in 0..2 {
+        assert_eq!(
+            send(&c, &base, "GET", "/order/orders/42", t).await.0,
+            StatusCode::OK
+        );
+    }
+    // The demo's own gateway has no [replay]: the same request passes there.
+    let plain = demo.url().to_string();
+    assert_eq!(
+        send(&c, &plain, "POST", "/order/orders", t).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&c, &plain, "POST", "/order/orders", t).await.0,
+        StatusCode::OK
+    );
+    gw.shutdown().await;
+    demo.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A real `redis-server` on 127.0.0.1, stopped (and reaped) when dropped.
+struct Redis {
+    child: Child,
+    port: u16,
+    _dir: PathBuf,
+}
+
+impl Redis {
+    fn start(dir: &Path, extra: &[&str]) -> Redis {
+        let bin = ["redis-server", "/usr/bin/redis-server", "/usr/sbin/redis-server"]
+            .into_iter()
+            .find(|b| Command::new(b).arg("--version").output().is_ok_and(|o| o.status.success()))
+            .expect("redis-server is not installed: scripts/test installs it (apt-get install redis-server)");
+        for _ in 0..5 {
+            // redis-server cannot report a port it chose itself: take a free one.
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut child = Command::new(bin)
+                .args([
+                    "--port",
+                    &port.to_string(),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ])
+                .arg("--dir")
+                .arg(dir)
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            for _ in 0..100 {
+                if ping(port) {
+                    return Redis {
+                        child,
+                        port,
+                        _dir: dir.to_path_buf(),
+                    };
+                }
+                if child.try_wait().unwrap().is_some() {
+                    break; // the port was taken meanwhile: try another
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("redis-server did not start");
+    }
+
+    fn config(&self, on_unavailable: FailMode) -> RedisConfig {
+        RedisConfig {
+            url: format!("redis://127.0.0.1:{}/0", self.port),
+            key_prefix: "test:".into(),
+            timeout_ms: 500,
+            on_unavailable,
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One command over RESP, its first reply line.
+fn redis_cmd(port: u16, args: &[&str]) -> String {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut cmd = format!("*{}\r\n", args.len());
+    for a in args {
+        cmd.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    s.write_all(cmd.as_bytes()).unwrap();
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while byte != [b'\n'] {
+        s.read_exact(&mut byte).unwrap();
+        line.push(byte[0]);
+    }
+    String::from_utf8(line).unwrap().trim_end().to_string()
+}
+
+fn ping(port: u16) -> bool {
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    if s.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+async fn counter(admin: std::net::SocketAddr, series: &str) -> f64 {
+    let c: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let resp = c
+        .get(format!("http://{admin}/metrics").parse().unwrap())
+        .await
+        .unwrap();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sharing_redis_refuse_a_replay_sent_to_the_other_one() {
+    let dir = temp_dir("replay-redis");
+    let mut redis = Redis::start(&dir, &[]);
+    let demo = start_demo(&dir.join("demo")).await;
+    let sh = shared(&demo).await;
+    let a = replica(
+        &demo,
+        &sh,
+        replay_config(StoreKind::Redis, &[]),
+        Some(redis.config(FailMode::FailClosed)),
+    )
+    .await;
+    let b = replica(
+        &demo,
+        &sh,
+        replay_config(StoreKind::Redis, &[]),
+        Some(redis.config(FailMode::FailClosed)),
+    )
+    .await;
+    let c = client(demo.ca_path());
+    let t = SystemTime::now();
+    let (url_a, url_b) = (format!("https://{}", a.addr), format!("https://{}", b.addr));
+
+    assert_eq!(
+        send(&c, &url_a, "POST", "/order/orders", t).await.0,
+        StatusCode::OK
+    );
+    // The same signed request (same Host) delivered to the other replica.
+    assert_eq!(
+        send_to(&c, &url_a, &url_b, "/order/orders", t).await,
+        (StatusCode::FORBIDDEN, "RequestReplayed".into())
+    );
+    assert_eq!(
+        send(&c, &url_a, "POST", "/order/orders", t).await.1,
+        "RequestReplayed"
+    );
+
+    // Redis goes down: fail closed refuses, and says why.
+    redis.stop();
+    let (status, code) = send(
+        &c,
+        &url_b,
+        "POST",
+        "/order/orders",
+        t + Duration::from_secs(2),
+    )
+    .await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
+    );
+    assert!(
+        counter(
+            b.admin_addr,
+            "gateway_shared_state_errors_total{use=\"replay\",policy=\"fail_closed\"}"
+        )
+        .await
+            >= 1.0
+    );
+    // A fail-open replica serves unchecked, and counts it.
+    let open = replica(
+        &demo,
+        &sh,
+        replay_config(StoreKind::Redis, &[]),
+        Some(redis.config(FailMode::FailOpen)),
+    )
+    .await;
+    let url_open = format!("https://{}", open.addr);
+    assert_eq!(
+        send(
+            &c,
+            &url_open,
+            "POST",
+            "/order/orders",
+            t + Duration::from_secs(3)
+        )
+        .await
+        .0,
+        StatusCode::OK
+    );
+    assert!(
+        counter(
+            open.admin_addr,
+            "gateway_shared_state_errors_total{use=\"replay\",policy=\"fail_open\"}"
+        )
+        .await
+            >= 1.0
+    );
+    for r in [a, b, open] {
+        r.shutdown().await;
+    }
+    demo.shutdown().await;
+    drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_redis_refuses_new_signatures_and_forgets_no_live_one() {
+    let dir = temp_dir("replay-full");
+    // Tiny and never evicting: writes fail with OOM once it is full.
+    let redis = Redis::start(
+        &dir,
+        &["--maxmemory", "1mb", "--maxmemory-policy", "noeviction"],
+    );
+    let demo = start_demo(&dir.join("demo")).await;
+    let sh = shared(&demo).await;
+    let gw = replica(
+        &demo,
+        &sh,
+        replay_config(StoreKind::Redis, &[]),
+        Some(redis.config(FailMode::FailClosed)),
+    )
+    .await;
+    let c = client(demo.ca_path());
+    let base = format!("https://{}", gw.addr);
+    let t0 = SystemTime::now();
+    assert_eq!(
+        send(&c, &base, "POST", "/order/orders", t0).await.0,
+        StatusCode::OK
+    );
+
+    // Redis reaches its maxmemory (as under a flood of valid signatures): with
+    // noeviction every write is refused with OOM from now on.
+    assert_eq!(
+        redis_cmd(redis.port, &["CONFIG", "SET", "maxmemory", "1"]),
+        "+OK"
+    );
+
+    let (status, code) = send(
+        &c,
+        &base,
+        "POST",
+        "/order/orders",
+        t0 + Duration::from_secs(1),
+    )
+    .await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable")
+    );
+    // The live signature is neither evicted nor served again: its replay is refused
+    // (the full store refuses the write before looking at the key), and the entry is
+    // still there.
+    let (status, _) = send(&c, &base, "POST", "/order/orders", t0).await;
+    assert!(!status.is_success(), "a replay was served: {status}");
+    assert_eq!(redis_cmd(redis.port, &["DBSIZE"]), ":1");
+    gw.shutdown().await;
+    demo.shutdown().await;
+    drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
+}
