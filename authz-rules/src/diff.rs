@@ -9,6 +9,7 @@
 //! allowed, allowed under conditions, or denied, and a change of conditions on
 //! an allowed edge is reported (and counted as a widening, since it may be one).
 
+use crate::limit::Limit;
 use crate::method::{KNOWN, Methods};
 use crate::path::{NormalPath, PathPattern};
 use crate::principal::principal_role;
@@ -100,6 +101,67 @@ pub struct Diff {
     pub changed: Vec<Change>,
     /// PBC membership changes.
     pub principals: Vec<Membership>,
+    /// Rate limits added, removed or changed (by id). Never counted as
+    /// widened access: a limit does not grant anything.
+    pub limits: Vec<LimitChange>,
+}
+
+/// A rate limit as `diff` shows it, with PBC names rather than indexes.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct LimitSummary {
+    /// What it counts, in words (`calls of checkout`, `checkout -> order`, ...).
+    pub scope: String,
+    /// Requests per `per`.
+    pub requests: u32,
+    /// The period, in seconds.
+    pub per_seconds: u64,
+    /// The bucket size.
+    pub burst: u32,
+    #[serde(skip)]
+    rate: String,
+}
+
+impl LimitSummary {
+    fn of(rules: &Rules, l: &Limit) -> Self {
+        LimitSummary {
+            scope: rules.limit_scope_name(&l.scope),
+            requests: l.requests,
+            per_seconds: l.per.as_secs(),
+            burst: l.burst,
+            rate: l.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for LimitSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}, {}", self.scope, self.rate)
+    }
+}
+
+/// One rate limit added, removed or changed.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct LimitChange {
+    /// The limit's id.
+    pub id: String,
+    /// In the old file (`None`: added).
+    pub before: Option<LimitSummary>,
+    /// In the new file (`None`: removed).
+    pub after: Option<LimitSummary>,
+    /// `tightened`, `loosened` or `changed` (the scope changed, or the rate
+    /// and the burst moved in opposite directions).
+    pub direction: &'static str,
+}
+
+impl fmt::Display for LimitChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.before, &self.after) {
+            (None, Some(a)) => write!(f, "+ {}: {a} (added)", self.id),
+            (Some(b), None) => write!(f, "- {}: {b} (removed)", self.id),
+            (Some(b), Some(a)) => write!(f, "~ {}: {b} -> {a} ({})", self.id, self.direction),
+            (None, None) => write!(f, "  {}", self.id),
+        }
+    }
 }
 
 impl Diff {
@@ -111,8 +173,13 @@ impl Diff {
             || self.principals.iter().any(|m| m.added)
     }
 
-    /// True when nothing changed.
+    /// True when nothing changed, limits included.
     pub fn is_empty(&self) -> bool {
+        self.access_unchanged() && self.limits.is_empty()
+    }
+
+    /// True when no edge, condition or principal changed (limits may have).
+    pub fn access_unchanged(&self) -> bool {
         self.opened.is_empty()
             && self.closed.is_empty()
             && self.changed.is_empty()
@@ -184,6 +251,7 @@ impl Probe {
 pub fn diff(old: &Rules, new: &Rules) -> Diff {
     let mut out = Diff {
         principals: membership(old, new),
+        limits: limit_changes(old, new),
         ..Diff::default()
     };
     let mut probes: BTreeSet<Probe> = BTreeSet::new();
@@ -433,6 +501,62 @@ fn membership(old: &Rules, new: &Rules) -> Vec<Membership> {
     out
 }
 
+/// Limits by id: added, removed, or changed in scope, rate or burst (a new
+/// description alone is no change).
+fn limit_changes(old: &Rules, new: &Rules) -> Vec<LimitChange> {
+    let mut out = Vec::new();
+    let find = |rules: &'_ Rules, id: &str| rules.limits().iter().find(|l| l.id == id).cloned();
+    for l in new.limits() {
+        let after = LimitSummary::of(new, l);
+        match find(old, &l.id) {
+            None => out.push(LimitChange {
+                id: l.id.clone(),
+                before: None,
+                after: Some(after),
+                direction: "tightened",
+            }),
+            Some(o) => {
+                let before = LimitSummary::of(old, &o);
+                if before == after {
+                    continue;
+                }
+                // Compare rates as requests per second without rounding:
+                // a/p < b/q  <=>  a*q < b*p.
+                let rate = (u64::from(l.requests) * o.per.as_secs())
+                    .cmp(&(u64::from(o.requests) * l.per.as_secs()));
+                let burst = l.burst.cmp(&o.burst);
+                use std::cmp::Ordering::{Equal, Greater, Less};
+                let direction = if before.scope != after.scope {
+                    "changed"
+                } else {
+                    match (rate, burst) {
+                        (Greater | Equal, Greater | Equal) => "loosened",
+                        (Less | Equal, Less | Equal) => "tightened",
+                        _ => "changed",
+                    }
+                };
+                out.push(LimitChange {
+                    id: l.id.clone(),
+                    before: Some(before),
+                    after: Some(after),
+                    direction,
+                });
+            }
+        }
+    }
+    for l in old.limits() {
+        if find(new, &l.id).is_none() {
+            out.push(LimitChange {
+                id: l.id.clone(),
+                before: Some(LimitSummary::of(old, l)),
+                after: None,
+                direction: "loosened",
+            });
+        }
+    }
+    out
+}
+
 impl fmt::Display for Change {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
@@ -453,6 +577,7 @@ impl fmt::Display for Diff {
         if self.is_empty() {
             return f.write_str("no change in access\n");
         }
+
         let section = |f: &mut fmt::Formatter<'_>, title: &str, mark: char, items: &[Change]| {
             if items.is_empty() {
                 return Ok(());
@@ -483,13 +608,32 @@ impl fmt::Display for Diff {
             }
             writeln!(f)?;
         }
+        if !self.limits.is_empty() {
+            writeln!(f, "rate limits (not access: never counted as widened):")?;
+            for l in &self.limits {
+                writeln!(f, "  {l}")?;
+            }
+            writeln!(f)?;
+        }
+        if self.access_unchanged() {
+            return writeln!(
+                f,
+                "no change in access; {} rate limit change(s)",
+                self.limits.len()
+            );
+        }
         writeln!(
             f,
-            "{} opened, {} closed, {} with changed conditions, {} principal change(s); access widened: {}",
+            "{} opened, {} closed, {} with changed conditions, {} principal change(s){}; access widened: {}",
             self.opened.len(),
             self.closed.len(),
             self.changed.len(),
             self.principals.len(),
+            if self.limits.is_empty() {
+                String::new()
+            } else {
+                format!(", {} rate limit change(s)", self.limits.len())
+            },
             if self.widened() { "yes" } else { "no" }
         )
     }

@@ -15,6 +15,8 @@ pub(crate) struct RawFile {
     pub allow: Vec<Spanned<RawRule>>,
     #[serde(default)]
     pub deny: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    pub limit: Vec<Spanned<RawLimit>>,
 }
 
 /// `[[pbc]]`
@@ -47,6 +49,28 @@ pub(crate) struct RawRule {
     pub principal_tags: Option<Spanned<BTreeMap<String, Spanned<OneOrMany>>>>,
     #[serde(default)]
     pub time: Option<Spanned<RawTime>>,
+}
+
+/// `[[limit]]`. Everything but `id` is optional here so that every missing
+/// or conflicting key is reported at once (by `limit.rs`), not only the first.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimit {
+    pub id: Spanned<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub caller: Option<Spanned<String>>,
+    #[serde(default)]
+    pub target: Option<Spanned<String>>,
+    #[serde(default)]
+    pub failed_auth_per_source_ip: Option<Spanned<bool>>,
+    #[serde(default)]
+    pub requests: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub per: Option<Spanned<String>>,
+    #[serde(default)]
+    pub burst: Option<Spanned<i64>>,
 }
 
 /// `time = { ... }`

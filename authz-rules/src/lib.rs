@@ -5,6 +5,8 @@
 //! conditions). [`Rules::parse`] validates it and compiles an immutable matrix;
 //! [`Rules::decide`] answers a [`Request`] with a [`Decision`]: default deny,
 //! an explicit deny beats any allow, and every decision names its rule.
+//! `[[limit]]` tables declare rate limits beside the matrix ([`Limit`],
+//! [`Rules::limits_for`], [`Rules::failed_auth_limit`]); the gateway counts.
 //!
 //! Everything here is pure and synchronous: no I/O, and the clock is an
 //! argument ([`Request::now`]).
@@ -48,6 +50,7 @@ pub mod diag;
 pub mod diff;
 
 mod file;
+mod limit;
 mod lint;
 mod matrix;
 pub mod method;
@@ -59,4 +62,5 @@ mod rules;
 
 pub use decide::{Caller, Decision, Explanation, Outcome, Reason, Request, Step};
 pub use diag::{Diagnostic, Diagnostics, Severity};
+pub use limit::{Limit, LimitScope};
 pub use rules::{CallerSpec, Conditions, Effect, Pbc, Rule, Rules, TargetSpec};

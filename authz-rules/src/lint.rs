@@ -1,7 +1,9 @@
 //! Warnings: rules that can never decide anything, allows a deny cancels,
-//! `*`-to-`*` allows, PBCs whose principals overlap or that have none.
+//! `*`-to-`*` allows, PBCs whose principals overlap or that have none, and
+//! limits that count nothing an allow rule lets through.
 
 use crate::diag::{Diagnostics, Locator};
+use crate::limit::{Limit, LimitScope};
 use crate::rules::{CallerSpec, Effect, Pbc, Rule, TargetSpec};
 use std::collections::HashMap;
 
@@ -208,6 +210,75 @@ fn overlapping_principals(loc: &Locator<'_>, pbcs: &[Pbc], diags: &mut Diagnosti
                     pb.name, pa.name
                 ),
                 Some("make the patterns disjoint so each role belongs to one PBC".to_string()),
+            ));
+        }
+    }
+}
+
+/// Warnings about `[[limit]]`s: a caller that never signs a request, and an
+/// edge no allow rule opens (so the limit only counts calls that are denied).
+pub(crate) fn limits(
+    loc: &Locator<'_>,
+    pbcs: &[Pbc],
+    rules: &[Rule],
+    limits: &[Limit],
+    diags: &mut Diagnostics,
+) {
+    let name = |i: usize| pbcs.get(i).map_or("?", |p| &*p.name);
+    for limit in limits {
+        let (caller, target) = limit.scope.parts();
+        if limit.scope == LimitScope::FailedAuthPerSourceIp {
+            continue;
+        }
+        let at = loc.offset_of_line(limit.line);
+        let span = at..at + "[[limit]]".len();
+        if let Some(c) = caller
+            && pbcs.get(c).is_some_and(|p| p.principals.is_empty())
+        {
+            diags.push(loc.warning(
+                "caller-without-principals",
+                span,
+                format!(
+                    "limit `{}` names caller `{}`, which has no principals, so it never counts a signed request",
+                    limit.id,
+                    name(c)
+                ),
+                Some("list the PBC's role ARNs under `principals`".to_string()),
+            ));
+            continue;
+        }
+        let opens = rules.iter().any(|r| {
+            r.effect == Effect::Allow
+                && match (caller, &r.caller) {
+                    (_, CallerSpec::Any) | (None, _) => true,
+                    (Some(c), CallerSpec::Pbc(p)) => c == *p,
+                    (Some(c), CallerSpec::Principal(pat)) => pbcs
+                        .get(c)
+                        .is_some_and(|p| p.principals.iter().any(|own| own.overlaps(pat))),
+                }
+                && match (target, r.target) {
+                    (_, TargetSpec::Any) | (None, _) => true,
+                    (Some(t), TargetSpec::Pbc(p)) => t == p,
+                }
+        });
+        if !opens {
+            let edge = match (caller, target) {
+                (Some(c), Some(t)) => format!("`{}` call `{}`", name(c), name(t)),
+                (Some(c), None) => format!("`{}` call any PBC", name(c)),
+                (None, Some(t)) => format!("any caller call `{}`", name(t)),
+                (None, None) => "any caller call any PBC".to_string(),
+            };
+            diags.push(loc.warning(
+                "limit-on-denied-edge",
+                span,
+                format!(
+                    "limit `{}` limits calls that are always denied: no allow rule lets {edge}",
+                    limit.id
+                ),
+                Some(
+                    "denied calls count too, so the limit only turns some 403s into 429s; remove it, or add the allow rule it was meant for"
+                        .to_string(),
+                ),
             ));
         }
     }

@@ -280,7 +280,7 @@ fn run(cmd: Command) -> Result<ExitCode, Fatal> {
                 )));
             }
             match format {
-                TextOrJson::Json => println!("{}", json(&explain_json(&rules, &ex))),
+                TextOrJson::Json => println!("{}", json(&explain_json(&rules, &req, &ex))),
                 TextOrJson::Human => print_explain(&rules, &req, &ex, all),
             }
             Ok(yes(ex.decision.is_allowed()))
@@ -355,7 +355,7 @@ fn print_check(file: &str, diags: &Diagnostics, rules: Option<&Rules>) {
     let (e, w) = (diags.errors().count(), diags.warnings().count());
     match rules {
         Some(r) => println!(
-            "{file}: valid: {} PBCs, {} rules ({} allow, {} deny); {w} warning(s)",
+            "{file}: valid: {} PBCs, {} rules ({} allow, {} deny), {} limits; {w} warning(s)",
             r.pbcs().len(),
             r.rules().len(),
             r.rules()
@@ -366,6 +366,7 @@ fn print_check(file: &str, diags: &Diagnostics, rules: Option<&Rules>) {
                 .iter()
                 .filter(|x| x.effect == Effect::Deny)
                 .count(),
+            r.limits().len(),
         ),
         None => println!("{file}: invalid: {e} error(s), {w} warning(s)"),
     }
@@ -434,10 +435,76 @@ fn print_explain(rules: &Rules, req: &Request<'_>, ex: &authz_rules::Explanation
             s.outcome
         );
     }
+    print_limits(rules, req, ex);
     println!("decision: {}", ex.decision);
 }
 
-fn explain_json(rules: &Rules, ex: &authz_rules::Explanation<'_>) -> serde_json::Value {
+/// The limits a request counts against (its caller and target PBCs'), when
+/// the file has any.
+fn print_limits(rules: &Rules, req: &Request<'_>, ex: &authz_rules::Explanation<'_>) {
+    if rules.limits().is_empty() {
+        return;
+    }
+    let limits = request_limits(rules, req, ex);
+    let Some(limits) = limits else {
+        println!("limits:   none: only calls from a PBC to a PBC are counted");
+        return;
+    };
+    if limits.is_empty() {
+        println!("limits:   none for this caller and target");
+        return;
+    }
+    println!(
+        "limits:   {} this call counts against, in file order (denied calls count too)",
+        limits.len()
+    );
+    let width = limits.iter().map(|l| l.id.len()).max().unwrap_or(0);
+    let rates: Vec<String> = limits.iter().map(ToString::to_string).collect();
+    let rate_width = rates.iter().map(String::len).max().unwrap_or(0);
+    for (l, rate) in limits.iter().zip(&rates) {
+        println!(
+            "     {:<width$}  line {:<4} {:<rate_width$}  ({})",
+            l.id,
+            l.line,
+            rate,
+            rules.limit_scope_name(&l.scope)
+        );
+    }
+}
+
+/// The limits of a request, or `None` when its caller or target is no PBC.
+fn request_limits<'r>(
+    rules: &'r Rules,
+    req: &Request<'_>,
+    ex: &authz_rules::Explanation<'_>,
+) -> Option<Vec<&'r authz_rules::Limit>> {
+    let caller = ex.caller_pbc.and_then(|(pbc, _)| rules.pbc(pbc))?;
+    let target = rules.pbc(req.target)?;
+    Some(rules.limits_for(caller, target).collect())
+}
+
+fn limit_json(rules: &Rules, l: &authz_rules::Limit) -> serde_json::Value {
+    serde_json::json!({
+        "id": l.id,
+        "scope": rules.limit_scope_name(&l.scope),
+        "requests": l.requests,
+        "per_seconds": l.per.as_secs(),
+        "burst": l.burst,
+        "line": l.line,
+        "description": l.description,
+    })
+}
+
+fn explain_json(
+    rules: &Rules,
+    req: &Request<'_>,
+    ex: &authz_rules::Explanation<'_>,
+) -> serde_json::Value {
+    let limits: Vec<serde_json::Value> = request_limits(rules, req, ex)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|l| limit_json(rules, l))
+        .collect();
     serde_json::json!({
         "file": rules.origin(),
         "principal": ex.principal,
@@ -458,5 +525,6 @@ fn explain_json(rules: &Rules, ex: &authz_rules::Explanation<'_>) -> serde_json:
             "outcome": s.outcome.to_string(),
             "matched": s.outcome == Outcome::Matched,
         })).collect::<Vec<_>>(),
+        "limits": limits,
     })
 }

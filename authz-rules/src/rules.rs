@@ -4,6 +4,7 @@
 use crate::condition::{Cidr, TagCondition, TimeWindow, parse_rfc3339};
 use crate::diag::{Diagnostics, Locator, did_you_mean};
 use crate::file::{RawFile, RawRule, RawTime};
+use crate::limit::{Limit, LimitScope};
 use crate::lint;
 use crate::matrix::Matrix;
 use crate::method::Methods;
@@ -146,6 +147,7 @@ pub struct Rules {
     origin: String,
     pbcs: Vec<Pbc>,
     rules: Vec<Rule>,
+    limits: Vec<Limit>,
     pbc_index: HashMap<Box<str>, usize>,
     warnings: Diagnostics,
     pub(crate) matrix: Matrix,
@@ -173,7 +175,6 @@ impl Rules {
         };
         builder.pbcs(&raw);
         let mut rules = Vec::new();
-        let mut ids: HashMap<String, usize> = HashMap::new();
         let mut all: Vec<(Effect, &Spanned<RawRule>)> = raw
             .allow
             .iter()
@@ -181,28 +182,82 @@ impl Rules {
             .chain(raw.deny.iter().map(|r| (Effect::Deny, r)))
             .collect();
         all.sort_by_key(|(_, r)| r.span().start);
-        for (effect, raw_rule) in all {
-            let id = raw_rule.get_ref().id.get_ref();
-            if let Some(line) = ids.get(id) {
+        for (effect, raw_rule) in &all {
+            if let Some(rule) = builder.rule(*effect, raw_rule) {
+                rules.push(rule);
+            }
+        }
+        let mut limits = Vec::new();
+        let mut failed_auth: Option<(usize, &str)> = None;
+        for raw_limit in &raw.limit {
+            let Some(limit) = builder.limit(raw_limit) else {
+                continue;
+            };
+            if limit.scope == LimitScope::FailedAuthPerSourceIp {
+                if let Some((first_line, first_id)) = failed_auth {
+                    let span = raw_limit
+                        .get_ref()
+                        .failed_auth_per_source_ip
+                        .as_ref()
+                        .map_or_else(|| raw_limit.span(), Spanned::span);
+                    builder.diags.push(loc.error(
+                        "duplicate-failed-auth-limit",
+                        span,
+                        format!(
+                            "limit `{}` is a second failed-authentication limit; `{first_id}` (line {first_line}) is the first",
+                            limit.id
+                        ),
+                        Some(
+                            "keep one [[limit]] with failed_auth_per_source_ip = true".to_string(),
+                        ),
+                    ));
+                    continue;
+                }
+                failed_auth = Some((limit.line, raw_limit.get_ref().id.get_ref()));
+            }
+            limits.push(limit);
+        }
+        // Ids are unique across rules and limits, in file order.
+        let mut named: Vec<(usize, &Spanned<String>, bool)> = all
+            .iter()
+            .map(|(_, r)| (r.span().start, &r.get_ref().id, false))
+            .chain(
+                raw.limit
+                    .iter()
+                    .map(|l| (l.span().start, &l.get_ref().id, true)),
+            )
+            .collect();
+        named.sort_by_key(|(start, _, _)| *start);
+        let mut ids: HashMap<&str, usize> = HashMap::new();
+        for (start, id, is_limit) in named {
+            let text = id.get_ref().as_str();
+            if let Some(line) = ids.get(text) {
+                let (message, help) = if is_limit {
+                    (
+                        format!("limit id `{text}` is already used at line {line}"),
+                        "give every rule and limit its own id; refusals name limits by id",
+                    )
+                } else {
+                    (
+                        format!("rule id `{text}` is already used at line {line}"),
+                        "give every rule its own id; decisions name rules by id",
+                    )
+                };
                 builder.diags.push(loc.error(
                     "duplicate-rule-id",
-                    raw_rule.get_ref().id.span(),
-                    format!("rule id `{id}` is already used at line {line}"),
-                    Some("give every rule its own id; decisions name rules by id".to_string()),
+                    id.span(),
+                    message,
+                    Some(help.to_string()),
                 ));
             }
-            if let Some(rule) = builder.rule(effect, raw_rule) {
-                ids.insert(id.clone(), rule.line);
-                rules.push(rule);
-            } else {
-                ids.insert(id.clone(), loc.line(raw_rule.span().start));
-            }
+            ids.insert(text, loc.line(start));
         }
         let Builder {
             pbcs, pbc_index, ..
         } = builder;
         if !diags.has_errors() {
             lint::run(&loc, &pbcs, &rules, &mut diags);
+            lint::limits(&loc, &pbcs, &rules, &limits, &mut diags);
         }
         diags.sort();
         if diags.has_errors() {
@@ -213,6 +268,7 @@ impl Rules {
             origin: origin.to_string(),
             pbcs,
             rules,
+            limits,
             pbc_index,
             warnings: diags,
             matrix,
@@ -232,6 +288,48 @@ impl Rules {
     /// All rules, allows and denies, in file order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// The rate limits, in file order.
+    pub fn limits(&self) -> &[Limit] {
+        &self.limits
+    }
+
+    /// The limits a request from caller PBC index `caller` to target PBC index
+    /// `target` counts against, in file order: `Caller` limits of that caller
+    /// (or `*`), and `Edge` limits whose caller and target match (or are `*`).
+    /// Never the failed-authentication limit.
+    pub fn limits_for(&self, caller: usize, target: usize) -> impl Iterator<Item = &Limit> {
+        self.limits
+            .iter()
+            .filter(move |l| l.scope.applies_to(caller, target))
+    }
+
+    /// The failed-authentication limit, if any (at most one allowed; a second
+    /// is an error).
+    pub fn failed_auth_limit(&self) -> Option<&Limit> {
+        self.limits
+            .iter()
+            .find(|l| l.scope == LimitScope::FailedAuthPerSourceIp)
+    }
+
+    /// What a limit counts, in words: `calls of checkout`, `checkout -> order`,
+    /// `each caller -> payment`, `failed authentication per source IP`, ...
+    pub fn limit_scope_name(&self, scope: &LimitScope) -> String {
+        let pbc = |i: Option<usize>, each: &str| match i {
+            Some(i) => self.pbcs.get(i).map_or("?".into(), |p| p.name.to_string()),
+            None => each.to_string(),
+        };
+        match *scope {
+            LimitScope::Caller { caller: Some(c) } => format!("calls of {}", pbc(Some(c), "")),
+            LimitScope::Caller { caller: None } => "calls of each caller".to_string(),
+            LimitScope::Edge { caller, target } => format!(
+                "{} -> {}",
+                pbc(caller, "each caller"),
+                pbc(target, "each target")
+            ),
+            LimitScope::FailedAuthPerSourceIp => "failed authentication per source IP".into(),
+        }
     }
 
     /// The warnings found while checking the file.
@@ -262,11 +360,11 @@ impl Rules {
     }
 }
 
-struct Builder<'a, 't> {
-    loc: &'a Locator<'t>,
-    diags: &'a mut Diagnostics,
-    pbcs: Vec<Pbc>,
-    pbc_index: HashMap<Box<str>, usize>,
+pub(crate) struct Builder<'a, 't> {
+    pub(crate) loc: &'a Locator<'t>,
+    pub(crate) diags: &'a mut Diagnostics,
+    pub(crate) pbcs: Vec<Pbc>,
+    pub(crate) pbc_index: HashMap<Box<str>, usize>,
 }
 
 impl Builder<'_, '_> {
@@ -373,7 +471,7 @@ impl Builder<'_, '_> {
         })
     }
 
-    fn unknown_pbc(&mut self, role: &str, field: &Spanned<String>) {
+    pub(crate) fn unknown_pbc(&mut self, role: &str, field: &Spanned<String>) {
         let name = field.get_ref();
         let known: Vec<&str> = self.pbcs.iter().map(|p| &*p.name).collect();
         let help = match did_you_mean(name, known.iter().copied()) {

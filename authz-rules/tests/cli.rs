@@ -231,3 +231,75 @@ fn help_has_examples_that_run() {
         assert!(!out.is_empty(), "{line} printed nothing");
     }
 }
+
+#[test]
+fn limits_in_explain_matrix_and_diff() {
+    let (code, out, _) = run(&[
+        "explain",
+        RULES,
+        "--caller",
+        "checkout",
+        "--target",
+        "payment",
+        "--method",
+        "POST",
+        "--path",
+        "/payments",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["limits"][0]["id"], "checkout-calls");
+    assert_eq!(v["limits"][0]["scope"], "calls of checkout");
+    assert_eq!(v["limits"][0]["per_seconds"], 1);
+    assert_eq!(v["limits"].as_array().unwrap().len(), 1);
+    // A caller in no PBC counts against no caller limit.
+    let (_, out, _) = run(&[
+        "explain",
+        RULES,
+        "--caller",
+        "arn:aws:iam::111122223333:role/CheckoutToOrderRole",
+        "--target",
+        "order",
+        "--path",
+        "/orders/1",
+    ]);
+    assert!(
+        out.contains("limits:   none: only calls from a PBC to a PBC are counted"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["matrix", RULES, "--format", "json"]);
+    assert_eq!(code, 0);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["limits"][1]["id"], "failed-auth-per-ip");
+    assert_eq!(
+        v["limits"][1]["scope"],
+        "failed authentication per source IP"
+    );
+
+    // Loosening a limit is reported but is not widened access: exit 0.
+    let text = std::fs::read_to_string(Path::new(ROOT).join(RULES)).unwrap();
+    let looser = text.replace("requests = 50000", "requests = 60000");
+    assert_ne!(looser, text);
+    let path = std::env::temp_dir().join(format!("authz-rules-limits-{}.toml", std::process::id()));
+    std::fs::write(&path, looser).unwrap();
+    let tmp = path.to_str().unwrap();
+    let (code, out, _) = run(&["diff", RULES, tmp]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("~ checkout-calls: calls of checkout, 50000/1s, burst 100000 -> calls of checkout, 60000/1s, burst 100000 (loosened)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("no change in access; 1 rate limit change(s)"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["diff", RULES, tmp, "--format", "json"]);
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["widened"], false);
+    assert_eq!(v["diff"]["limits"][0]["direction"], "loosened");
+    assert_eq!(v["diff"]["limits"][0]["after"]["requests"], 60000);
+    std::fs::remove_file(&path).unwrap();
+}

@@ -57,6 +57,7 @@ pub(super) fn write(out: &mut String, g: &Grid<'_>) -> fmt::Result {
     legend(out)?;
     pbcs(out, g)?;
     edge_list(out, g)?;
+    limit_list(out, g)?;
     writeln!(out, "</body>")?;
     writeln!(out, "</html>")
 }
@@ -249,6 +250,39 @@ fn edge_list(out: &mut String, g: &Grid<'_>) -> fmt::Result {
                 rule_cell
             )?;
         }
+    }
+    writeln!(out, "</tbody>")?;
+    writeln!(out, "</table>")
+}
+
+/// The rate limits, when the file has any.
+fn limit_list(out: &mut String, g: &Grid<'_>) -> fmt::Result {
+    let limits = g.rules.limits();
+    if limits.is_empty() {
+        return Ok(());
+    }
+    writeln!(out, "<h2>Rate limits</h2>")?;
+    writeln!(
+        out,
+        "<p class=\"note\">Calls are counted before the matrix decides, so denied calls count too.</p>"
+    )?;
+    writeln!(out, "<table>")?;
+    writeln!(
+        out,
+        "<thead><tr><th>limit</th><th>counts</th><th>rate</th><th>description</th></tr></thead>"
+    )?;
+    writeln!(out, "<tbody>")?;
+    for l in limits {
+        writeln!(
+            out,
+            "<tr><td><code>{}</code> <span class=\"note\">(line {})</span></td><td>{}</td>\
+             <td>{}</td><td>{}</td></tr>",
+            escape(&l.id),
+            l.line,
+            escape(&g.rules.limit_scope_name(&l.scope)),
+            escape(&l.to_string()),
+            l.description.as_deref().map_or_else(String::new, escape)
+        )?;
     }
     writeln!(out, "</tbody>")?;
     writeln!(out, "</table>")

@@ -10,6 +10,18 @@ struct Output<'a> {
     origin: &'a str,
     pbcs: Vec<Pbc<'a>>,
     edges: Vec<Edge<'a>>,
+    limits: Vec<Limit<'a>>,
+}
+
+#[derive(Serialize)]
+struct Limit<'a> {
+    id: &'a str,
+    scope: String,
+    requests: u32,
+    per_seconds: u64,
+    burst: u32,
+    line: usize,
+    description: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -59,6 +71,19 @@ pub(super) fn write(out: &mut String, g: &Grid<'_>) -> fmt::Result {
                 line: r.rule.line,
                 description: r.rule.description.as_deref(),
                 cancelled_by: r.cancelled_by.map(|d| &*d.id),
+            })
+            .collect(),
+        limits: rules
+            .limits()
+            .iter()
+            .map(|l| Limit {
+                id: &l.id,
+                scope: rules.limit_scope_name(&l.scope),
+                requests: l.requests,
+                per_seconds: l.per.as_secs(),
+                burst: l.burst,
+                line: l.line,
+                description: l.description.as_deref(),
             })
             .collect(),
     };

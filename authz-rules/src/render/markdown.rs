@@ -23,7 +23,38 @@ pub(super) fn write(out: &mut String, g: &Grid<'_>) -> fmt::Result {
     writeln!(out)?;
     pbcs(out, g)?;
     writeln!(out)?;
-    edge_list(out, g)
+    edge_list(out, g)?;
+    limit_list(out, g)
+}
+
+/// The rate limits, when the file has any.
+fn limit_list(out: &mut String, g: &Grid<'_>) -> fmt::Result {
+    let limits = g.rules.limits();
+    if limits.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    writeln!(out, "## Rate limits")?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Calls are counted before the matrix decides, so denied calls count too."
+    )?;
+    writeln!(out)?;
+    writeln!(out, "| limit | counts | rate | description |")?;
+    writeln!(out, "| --- | --- | --- | --- |")?;
+    for l in limits {
+        writeln!(
+            out,
+            "| {} (line {}) | {} | {} | {} |",
+            code(&l.id),
+            l.line,
+            text(&g.rules.limit_scope_name(&l.scope)),
+            text(&l.to_string()),
+            l.description.as_deref().map_or_else(String::new, text)
+        )?;
+    }
+    Ok(())
 }
 
 fn grid(out: &mut String, g: &Grid<'_>) -> fmt::Result {

@@ -24,7 +24,42 @@ pub(super) fn write(out: &mut String, g: &Grid<'_>) -> fmt::Result {
     writeln!(out)?;
     pbcs(out, g)?;
     writeln!(out)?;
-    edge_list(out, g)
+    edge_list(out, g)?;
+    limit_list(out, g)
+}
+
+/// The rate limits, when the file has any.
+fn limit_list(out: &mut String, g: &Grid<'_>) -> fmt::Result {
+    let limits = g.rules.limits();
+    if limits.is_empty() {
+        return Ok(());
+    }
+    writeln!(out)?;
+    writeln!(
+        out,
+        "Rate limits (calls are counted before the matrix decides)"
+    )?;
+    let id_width = limits
+        .iter()
+        .map(|l| plain(&l.id).chars().count())
+        .max()
+        .unwrap_or(0);
+    let rates: Vec<String> = limits.iter().map(ToString::to_string).collect();
+    let rate_width = rates.iter().map(String::len).max().unwrap_or(0);
+    let indent = " ".repeat(2 + id_width + GAP.len());
+    for (l, rate) in limits.iter().zip(&rates) {
+        writeln!(
+            out,
+            "  {:<id_width$}{GAP}{rate:<rate_width$}{GAP}{} (line {})",
+            plain(&l.id),
+            plain(&g.rules.limit_scope_name(&l.scope)),
+            l.line
+        )?;
+        if let Some(d) = &l.description {
+            writeln!(out, "{indent}{}", prose(d))?;
+        }
+    }
+    Ok(())
 }
 
 fn pbcs(out: &mut String, g: &Grid<'_>) -> fmt::Result {
