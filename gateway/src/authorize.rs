@@ -381,6 +381,7 @@ principal_tags = { "aws:SourceIdentity" = "alice" }
             }),
             received: std::time::Instant::now(),
             now: 0,
+            now_ms: 0,
             trace: crate::trace::TraceContext::from_headers(&http::HeaderMap::new()),
         };
         let principal = |si: Option<&str>| Principal {

@@ -27,6 +27,8 @@ pub struct RequestContext {
     pub received: Instant,
     /// When the request arrived (Unix seconds): the `now` of the pure stages.
     pub now: i64,
+    /// The same in Unix milliseconds (rate limits count at that resolution).
+    pub now_ms: i64,
     /// The W3C trace context, propagated to the upstream.
     pub trace: crate::trace::TraceContext,
 }

@@ -14,6 +14,9 @@ pub struct GatewayError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds, for `Retry-After` (throttled requests). Small, so the error (and the
+    /// `Result`s carrying it) stays small.
+    retry_after: Option<std::num::NonZeroU32>,
 }
 
 impl GatewayError {
@@ -23,6 +26,21 @@ impl GatewayError {
             status,
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429 `ThrottlingException` with `Retry-After` (whole seconds, at least 1).
+    pub fn throttled(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        Self {
+            retry_after: std::num::NonZeroU32::new(
+                u32::try_from(retry_after_secs).unwrap_or(u32::MAX).max(1),
+            ),
+            ..Self::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "ThrottlingException",
+                message,
+            )
         }
     }
 
@@ -113,6 +131,9 @@ impl GatewayError {
         if let Ok(v) = HeaderValue::from_str(request_id) {
             h.insert("x-amzn-requestid", v);
         }
+        if let Some(secs) = self.retry_after {
+            h.insert(http::header::RETRY_AFTER, HeaderValue::from(secs.get()));
+        }
         resp
     }
 }
@@ -130,6 +151,7 @@ impl From<Rejection> for GatewayError {
             status: StatusCode::from_u16(r.status()).unwrap_or(StatusCode::FORBIDDEN),
             code: r.code().as_str(),
             message,
+            retry_after: None,
         }
     }
 }

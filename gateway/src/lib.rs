@@ -34,6 +34,7 @@ pub mod stack;
 pub mod state;
 pub mod sts;
 pub mod telemetry;
+pub mod throttle;
 pub mod trace;
 pub mod trail;
 pub mod verify;

@@ -57,6 +57,7 @@ pub struct Gateway {
     metrics: Arc<Metrics>,
     auditor: Arc<Auditor>,
     replay: Option<crate::replay::ReplayGuard>,
+    throttle: crate::throttle::Throttle,
 }
 
 /// Warns when Redis may evict the gateway's keys: a replay cache that forgets live
@@ -196,8 +197,14 @@ impl Gateway {
                 )
             })
             .transpose()?;
+        let throttle = crate::throttle::Throttle::new(
+            &config.rate_limit,
+            redis.as_ref().map(|(s, mode)| (s, *mode)),
+            Arc::clone(&metrics),
+        )?;
         Ok(Gateway {
             replay,
+            throttle,
             request_ids: RequestIds::new(&config.tracing)?,
             auditor: Auditor::start(&config.audit)?,
             forwarder: Forwarder::new(&config.targets, Arc::clone(&metrics))?,
@@ -307,6 +314,7 @@ impl Gateway {
             conn,
             received,
             now: i64::try_from(wall.as_secs()).unwrap_or(i64::MAX),
+            now_ms: i64::try_from(wall.as_millis()).unwrap_or(i64::MAX),
             trace,
         };
         let mut resp = if parts.uri.path() == JWKS_PATH && parts.uri.query().is_none() {
@@ -365,18 +373,34 @@ impl Gateway {
         };
         let mut trail = Trail::new(record, Some(slot), Arc::clone(&self.metrics), ctx.received);
         let body = trail.count_request_body(body);
-        let result = match sts {
-            Some(sts) => {
+        let source = ctx.conn.peer.ip();
+        let rules = self.rules.get();
+        // An address that keeps failing authentication is refused before its signature
+        // is checked (rules file: a failed_auth_per_source_ip limit).
+        let result = match self.throttle.check_source(&rules, source, ctx.now_ms).await {
+            Err(e) => {
                 trail.claimed_key(&parts);
-                let credentials = self.credentials.get();
-                let identity = self.identity(&credentials);
-                let rules = self.rules.get();
-                Ok(sts
-                    .handle(parts, body, &identity, &rules, ctx, &mut trail)
-                    .await)
+                Err(e)
             }
-            None => self.pipeline(parts, body, ctx, &mut trail).await,
+            Ok(()) => match sts {
+                Some(sts) => {
+                    trail.claimed_key(&parts);
+                    let credentials = self.credentials.get();
+                    let identity = self.identity(&credentials);
+                    Ok(sts
+                        .handle(parts, body, &identity, &rules, ctx, &mut trail)
+                        .await)
+                }
+                None => self.pipeline(parts, body, ctx, &mut trail).await,
+            },
         };
+        let failed_code = match &result {
+            Err(e) => Some(e.code()),
+            Ok(_) => trail.record.error_code,
+        };
+        if failed_code.is_some_and(|c| crate::throttle::FAILED_AUTH_CODES.contains(&c)) {
+            self.throttle.failed_auth(&rules, source, ctx.now_ms).await;
+        }
         let resp = match result {
             Ok(resp) => resp,
             Err(e) => {
@@ -449,12 +473,23 @@ impl Gateway {
         let permit = match permit {
             Ok(permit) => permit,
             Err(denial) => {
+                // Denied calls count against the caller's limits too.
+                if let (Some(caller), Some(target)) = (&denial.caller_pbc, &denial.target) {
+                    self.throttle
+                        .check_call(&rules, caller, target, ctx.now_ms)
+                        .await?;
+                }
                 trail.record.user_identity.caller_pbc = denial.caller_pbc;
                 trail.record.target_pbc = denial.target;
                 trail.record.rule = denial.rule;
                 return Err(denial.error);
             }
         };
+        if let Some(caller) = &permit.caller_pbc {
+            self.throttle
+                .check_call(&rules, caller, &permit.route.target, ctx.now_ms)
+                .await?;
+        }
         trail.record.decision = Decision::Allow;
         trail
             .record

@@ -1,9 +1,16 @@
-//! Replay protection against the demo mesh: a signed request is accepted once and
-//! refused when sent again, on the same replica (memory store) or on another one
-//! sharing a real Redis (`redis-server` from Debian's packages); exempt methods pass
-//! twice; a Redis that is down is refused (fail closed) or served and counted (fail
-//! open); a full Redis (`maxmemory` with `noeviction`) refuses new signatures and still
+//! The state replicas share, against the demo mesh, in memory and in a real Redis
+//! (`redis-server` from Debian's packages, on 127.0.0.1).
+//!
+//! Replay protection: a signed request is accepted once and refused when sent again,
+//! on the same replica or on another one sharing Redis; exempt methods pass twice; a
+//! Redis that is down is refused (fail closed) or served and counted (fail open); a
+//! full Redis (`maxmemory` with `noeviction`) refuses new signatures and still
 //! remembers the ones it holds.
+//!
+//! Rate limits (the rules file's `[[limit]]`s): a caller over its limit gets 429
+//! `ThrottlingException` with `Retry-After`, other callers do not; denied calls count;
+//! an address that keeps failing authentication is refused before its signature is
+//! checked; replicas sharing Redis share the buckets.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -139,7 +146,19 @@ async fn start_demo(dir: &Path) -> Demo {
 /// gateway's own key).
 struct Shared {
     key_file: PathBuf,
-    order: gateway::demo::upstream::Upstream,
+    upstreams: Vec<gateway::demo::upstream::Upstream>,
+}
+
+impl Shared {
+    /// Points every target of `config` at the upstreams trusting the shared key.
+    fn route(&self, config: &mut Config) {
+        config.assertion.key_file = Some(self.key_file.clone());
+        for t in &mut config.targets {
+            if let Some(u) = self.upstreams.iter().find(|u| u.name() == t.name) {
+                t.upstream = u.url();
+            }
+        }
+    }
 }
 
 async fn shared(demo: &Demo) -> Shared {
@@ -153,10 +172,19 @@ async fn shared(demo: &Demo) -> Shared {
     let read = |f: &str| std::fs::read_to_string(demo.state_dir().join(f)).unwrap();
     let tls = gateway::demo::upstream::tls_config(&read("upstream.pem"), &read("upstream-key.pem"))
         .unwrap();
-    let order = gateway::demo::upstream::spawn_upstream("order", tls, Arc::new(verifier))
-        .await
-        .unwrap();
-    Shared { key_file, order }
+    let verifier = Arc::new(verifier);
+    let mut upstreams = Vec::new();
+    for pbc in ["checkout", "order", "catalogue", "payment"] {
+        upstreams.push(
+            gateway::demo::upstream::spawn_upstream(pbc, Arc::clone(&tls), Arc::clone(&verifier))
+                .await
+                .unwrap(),
+        );
+    }
+    Shared {
+        key_file,
+        upstreams,
+    }
 }
 
 /// Another gateway on the demo's configuration (same keys, rules, upstreams), with
@@ -167,19 +195,42 @@ async fn replica(
     replay: ReplayConfig,
     redis: Option<RedisConfig>,
 ) -> Running {
+    replica_with(demo, shared, Some(replay), redis, None, StoreKind::Memory).await
+}
+
+/// [`replica`] with every shared-state knob: `limits` is appended to the demo's rules
+/// (in a file of its own), `limit_store` holds their buckets.
+async fn replica_with(
+    demo: &Demo,
+    shared: &Shared,
+    replay: Option<ReplayConfig>,
+    redis: Option<RedisConfig>,
+    limits: Option<&str>,
+    limit_store: StoreKind,
+) -> Running {
     let mut config = Config::load(demo.config_path()).unwrap();
+    if let Some(limits) = limits {
+        let rules = std::fs::read_to_string(&config.rules.file).unwrap();
+        let file = demo.state_dir().join(format!(
+            "rules-{}.toml",
+            std::process::id() as u128 * 1_000 + u128::from(next())
+        ));
+        std::fs::write(&file, format!("{rules}\n{limits}")).unwrap();
+        config.rules.file = file;
+    }
+    config.rate_limit.store = limit_store;
     config.listen.addr = "127.0.0.1:0".parse().unwrap();
     config.admin.addr = "127.0.0.1:0".parse().unwrap();
-    config.assertion.key_file = Some(shared.key_file.clone());
-    for t in &mut config.targets {
-        if t.name == "order" {
-            t.upstream = shared.order.url();
-        }
-    }
+    shared.route(&mut config);
     config.audit.sink = gateway::audit::AuditSink::Off;
-    config.replay = Some(replay);
+    config.replay = replay;
     config.redis = redis;
     gateway::server::start(&config).await.unwrap()
+}
+
+fn next() -> u32 {
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 fn replay_config(store: StoreKind, exempt: &[&str]) -> ReplayConfig {
@@ -505,6 +556,181 @@ async fn a_full_redis_refuses_new_signatures_and_forgets_no_live_one() {
     assert!(!status.is_success(), "a replay was served: {status}");
     assert_eq!(redis_cmd(redis.port, &["DBSIZE"]), ":1");
     gw.shutdown().await;
+    demo.shutdown().await;
+    drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One answer: status, AWS error code, `Retry-After`.
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    code: String,
+    retry_after: Option<u64>,
+}
+
+/// A GET of `path` signed by `key` now (a fresh signature each time).
+async fn call(client: &HttpsClient, base: &str, key: (&str, &str), path: &str) -> Answer {
+    let req = signed(
+        key,
+        "GET",
+        &format!("{base}{path}"),
+        b"",
+        SystemTime::now(),
+        REGION,
+    );
+    let resp = client.request(req).await.unwrap();
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    let answer = Answer {
+        status: resp.status(),
+        code: header("x-amzn-errortype").unwrap_or_default(),
+        retry_after: header("retry-after").map(|v| v.parse().unwrap()),
+    };
+    let _ = resp.into_body().collect().await;
+    answer
+}
+
+const CATALOGUE: (&str, &str) = (
+    "AKIADEMOCATALOGUE001",
+    "demo+catalogue+secret+key+not+for+production",
+);
+
+const LIMITS: &str = r#"
+[[limit]]
+id = "checkout-to-order"
+caller = "checkout"
+target = "order"
+requests = 2
+per = "1h"
+
+[[limit]]
+id = "catalogue-calls"
+caller = "catalogue"
+requests = 1
+per = "1h"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_over_its_limit_gets_429_with_retry_after_and_others_do_not() {
+    let dir = temp_dir("limits-memory");
+    let demo = start_demo(&dir).await;
+    let sh = shared(&demo).await;
+    let gw = replica_with(&demo, &sh, None, None, Some(LIMITS), StoreKind::Memory).await;
+    let c = client(demo.ca_path());
+    let base = format!("https://{}", gw.addr);
+
+    for _ in 0..2 {
+        assert_eq!(
+            call(&c, &base, CHECKOUT, "/order/orders/42").await.status,
+            StatusCode::OK
+        );
+    }
+    let over = call(&c, &base, CHECKOUT, "/order/orders/42").await;
+    assert_eq!(
+        (over.status, over.code.as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, "ThrottlingException")
+    );
+    // One request per half hour: the next fits in about 30 minutes.
+    let retry = over.retry_after.unwrap();
+    assert!((1_700..=1_800).contains(&retry), "Retry-After {retry}");
+    // The limit is per (caller, target): checkout's other targets are not limited.
+    assert_eq!(
+        call(&c, &base, CHECKOUT, "/catalogue/products/1")
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // Denied calls count too: catalogue may not call order, and its one call is used.
+    assert_eq!(
+        call(&c, &base, CATALOGUE, "/order/orders/42").await.code,
+        "AccessDenied"
+    );
+    assert_eq!(
+        call(&c, &base, CATALOGUE, "/order/orders/42").await.code,
+        "ThrottlingException"
+    );
+    gw.shutdown().await;
+    demo.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_failing_authentication_is_refused_before_its_signature_is_checked() {
+    let dir = temp_dir("limits-failed-auth");
+    let demo = start_demo(&dir).await;
+    let sh = shared(&demo).await;
+    let limits = r#"
+[[limit]]
+id = "guessers"
+failed_auth_per_source_ip = true
+requests = 3
+per = "1h"
+"#;
+    // The demo's own rules already carry a (generous) failed-auth limit; only one is
+    // allowed, so this test's rules replace it.
+    let mut config = Config::load(demo.config_path()).unwrap();
+    let rules = std::fs::read_to_string(&config.rules.file).unwrap();
+    let cut = rules.find("\n[[limit]]").unwrap_or(rules.len());
+    let file = demo.state_dir().join("rules-guessers.toml");
+    std::fs::write(&file, format!("{}\n{limits}", &rules[..cut])).unwrap();
+    config.rules.file = file;
+    config.listen.addr = "127.0.0.1:0".parse().unwrap();
+    config.admin.addr = "127.0.0.1:0".parse().unwrap();
+    sh.route(&mut config);
+    let gw = gateway::server::start(&config).await.unwrap();
+    let c = client(demo.ca_path());
+    let base = format!("https://{}", gw.addr);
+
+    let guess = ("AKIADEMOCHECKOUT0001", "a-guessed-secret");
+    for _ in 0..3 {
+        assert_eq!(
+            call(&c, &base, guess, "/order/orders/42").await.code,
+            "SignatureDoesNotMatch"
+        );
+    }
+    // Now even the right secret from this address waits: it is not checked at all.
+    let refused = call(&c, &base, CHECKOUT, "/order/orders/42").await;
+    assert_eq!(
+        (refused.status, refused.code.as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, "ThrottlingException")
+    );
+    assert!(refused.retry_after.unwrap() >= 1);
+    gw.shutdown().await;
+    demo.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_sharing_redis_share_the_buckets() {
+    let dir = temp_dir("limits-redis");
+    let redis = Redis::start(&dir, &[]);
+    let demo = start_demo(&dir.join("demo")).await;
+    let sh = shared(&demo).await;
+    let r = || Some(redis.config(FailMode::FailClosed));
+    let a = replica_with(&demo, &sh, None, r(), Some(LIMITS), StoreKind::Redis).await;
+    let b = replica_with(&demo, &sh, None, r(), Some(LIMITS), StoreKind::Redis).await;
+    let c = client(demo.ca_path());
+    let (url_a, url_b) = (format!("https://{}", a.addr), format!("https://{}", b.addr));
+
+    assert_eq!(
+        call(&c, &url_a, CHECKOUT, "/order/orders/42").await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        call(&c, &url_b, CHECKOUT, "/order/orders/42").await.status,
+        StatusCode::OK
+    );
+    for url in [&url_a, &url_b] {
+        let over = call(&c, url, CHECKOUT, "/order/orders/42").await;
+        assert_eq!(over.code, "ThrottlingException", "{url}");
+        assert!(over.retry_after.unwrap() > 1_000);
+    }
+    a.shutdown().await;
+    b.shutdown().await;
     demo.shutdown().await;
     drop(redis);
     let _ = std::fs::remove_dir_all(&dir);
