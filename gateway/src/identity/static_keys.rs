@@ -57,13 +57,14 @@ impl StaticKeys {
     /// file's directory, `secret_env` against the process environment.
     pub fn load(path: &Path) -> Result<StaticKeys, ConfigErrors> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        // Zeroizing: inline secrets are in the file's text.
+        let text = zeroize::Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
             ConfigErrors(vec![ConfigError {
                 file: file.clone(),
                 line: None,
                 reason: format!("cannot read the credentials file: {e}"),
             }])
-        })?;
+        })?);
         let base = path.parent().unwrap_or(Path::new("."));
         Self::parse(&text, &file, base, &|name| std::env::var(name).ok())
     }
@@ -95,7 +96,7 @@ impl StaticKeys {
         let mut keys = HashMap::new();
         for spanned in raw.credential {
             let line = line_of(spanned.span().start);
-            let c = spanned.into_inner();
+            let mut c = spanned.into_inner();
             let mut err = |reason: String| {
                 errors.push(ConfigError {
                     file: file.to_string(),
@@ -126,12 +127,17 @@ impl StaticKeys {
                 ));
                 continue;
             }
-            let secret = match (&c.secret, &c.secret_file, &c.secret_env) {
-                (Some(s), None, None) => Ok(s.clone()),
+            // Every copy of the secret is wiped when dropped (`Secret` keeps its own).
+            let inline = c.secret.take().map(zeroize::Zeroizing::new);
+            let secret = match (inline, &c.secret_file, &c.secret_env) {
+                (Some(s), None, None) => Ok(s),
                 (None, Some(f), None) => {
                     let p = base.join(f);
                     std::fs::read_to_string(&p)
-                        .map(|s| s.trim_end_matches(['\r', '\n']).to_string())
+                        .map(|s| {
+                            let s = zeroize::Zeroizing::new(s);
+                            zeroize::Zeroizing::new(s.trim_end_matches(['\r', '\n']).to_string())
+                        })
                         .map_err(|e| {
                             format!(
                                 "credential `{akid}`: cannot read secret_file {}: {e}",
@@ -139,7 +145,7 @@ impl StaticKeys {
                             )
                         })
                 }
-                (None, None, Some(v)) => env(v).ok_or_else(|| {
+                (None, None, Some(v)) => env(v).map(zeroize::Zeroizing::new).ok_or_else(|| {
                     format!("credential `{akid}`: environment variable {v} (secret_env) is not set")
                 }),
                 _ => Err(format!(
@@ -162,7 +168,7 @@ impl StaticKeys {
             keys.insert(
                 akid.clone(),
                 Identity {
-                    secret: Arc::new(Secret::new(secret)),
+                    secret: Arc::new(Secret::from(secret.as_str())),
                     expires_at: None,
                     allow_unsigned_payload: c.allow_unsigned_payload,
                     principal: Principal {
