@@ -3,7 +3,8 @@
 //! `gateway upstream` processes play the PBC services, `gateway run` serves
 //! deploy/compose/gateway.toml (its paths and host names pointed at loopback), and
 //! deploy/compose/client.sh — the `client` service's script — makes its example calls
-//! with `curl --aws-sigv4` and checks every answer. The image's health check
+//! with `curl --aws-sigv4` and checks every answer; a real redis-server holds the
+//! replay cache and rate limits, as the compose `redis` service does. The image's health check
 //! (`gateway healthcheck`) runs against the admin listener.
 #![allow(
     clippy::unwrap_used,
@@ -184,6 +185,18 @@ fn the_compose_mesh_answers_the_client_script_on_loopback() {
         )
         .replace("addr = \"0.0.0.0:9090\"", "addr = \"127.0.0.1:0\"")
         .replace(CERTS_IN_COMPOSE, certs.to_str().unwrap());
+    // The compose `redis` service: a real redis-server here, as the replay cache and
+    // the rate limits use it.
+    let redis = common::redis::Redis::start(&dir, &["--maxmemory-policy", "noeviction"]);
+    let compose_redis = "redis://redis:6379/0";
+    assert!(
+        config.contains(compose_redis),
+        "no `{compose_redis}` in the compose config"
+    );
+    config = config.replace(
+        compose_redis,
+        &format!("redis://127.0.0.1:{}/0", redis.port),
+    );
     for (pbc, _, addr) in &upstreams {
         let compose_url = format!("https://{pbc}:8443");
         assert!(
@@ -255,5 +268,6 @@ fn the_compose_mesh_answers_the_client_script_on_loopback() {
 
     drop(gw);
     drop(upstreams);
+    drop(redis);
     let _ = std::fs::remove_dir_all(&dir);
 }
