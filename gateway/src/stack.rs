@@ -85,6 +85,15 @@ pub fn load_rules(path: &std::path::Path) -> Result<Rules, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("{}: cannot read the rules file: {e}", path.display()))?;
     let rules = Rules::parse(&text, &path.display().to_string()).map_err(|d| d.to_string())?;
+    // An empty file parses (no rules: deny everything), and is what a file truncated in
+    // place looks like: never a matrix worth switching to.
+    if rules.pbcs().is_empty() {
+        return Err(format!(
+            "{}: declares no PBC, so it would deny every request; refusing it (an empty or \
+             truncated file?). A rules file names at least one [[pbc]].",
+            path.display()
+        ));
+    }
     for w in rules.warnings().warnings() {
         tracing::warn!(file = %path.display(), line = w.line, code = w.code, "{}", w.message);
     }
@@ -625,5 +634,30 @@ impl Handler for GatewayHandler {
 
     fn tls_handshake_failed(&self, reason: &'static str) {
         self.0.metrics.tls_handshake_error(reason);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn an_empty_or_pbc_less_rules_file_is_refused() {
+        let dir = std::env::temp_dir().join(format!(
+            "gateway-stack-rules-{}-{}",
+            std::process::id(),
+            crate::random::uuid_v4()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("rules.toml");
+        for text in ["", "# truncated\n"] {
+            std::fs::write(&file, text).unwrap();
+            let err = load_rules(&file).unwrap_err();
+            assert!(err.contains("declares no PBC"), "{err}");
+        }
+        std::fs::write(&file, "[[pbc]]\nname = \"order\"\n").unwrap();
+        assert!(load_rules(&file).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
