@@ -89,15 +89,8 @@ async fn send(
         time,
         REGION,
     );
-    let resp = client.request(req).await.unwrap();
-    let status = resp.status();
-    let code = resp
-        .headers()
-        .get("x-amzn-errortype")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let _ = resp.into_body().collect().await;
-    (status, code)
+    let a = answer(client, req).await;
+    (a.status, a.code)
 }
 
 /// Like [`send`], signed for `signed_for` (its Host) but delivered to `deliver_to`:
@@ -119,15 +112,8 @@ async fn send_to(
         REGION,
     );
     *req.uri_mut() = format!("{deliver_to}{path}").parse().unwrap();
-    let resp = client.request(req).await.unwrap();
-    let status = resp.status();
-    let code = resp
-        .headers()
-        .get("x-amzn-errortype")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let _ = resp.into_body().collect().await;
-    (status, code)
+    let a = answer(client, req).await;
+    (a.status, a.code)
 }
 
 async fn start_demo(dir: &Path) -> Demo {
@@ -471,6 +457,11 @@ async fn call(client: &HttpsClient, base: &str, key: (&str, &str), path: &str) -
         SystemTime::now(),
         REGION,
     );
+    answer(client, req).await
+}
+
+/// Sends `req` and reads the answer (the body is drained).
+async fn answer(client: &HttpsClient, req: http::Request<Full<Bytes>>) -> Answer {
     let resp = client.request(req).await.unwrap();
     let header = |name: &str| {
         resp.headers()
