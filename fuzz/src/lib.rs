@@ -24,6 +24,13 @@
 //! must re-sign with `aws-sigv4` to the signature it carries (no accepted edit may change
 //! what was signed).
 
+pub mod auth_parse;
+pub mod canonical;
+pub mod chunked;
+pub mod rules;
+pub mod sts_request;
+mod support;
+
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
@@ -1046,15 +1053,19 @@ fn signed(u: &mut Unstructured<'_>, differential: bool) -> Result<()> {
             count(&STATS.accepted_after_mutation);
             // What the gateway accepted after the edits, aws-sigv4 must sign to the same
             // signature: no edit the gateway lets through may change the canonical request.
-            if differential && i == 0 && !spec.v4a && spec.location == SignatureLocation::Headers
-                && let Some((ours, theirs)) = resign(&spec, &req) {
-                    count(&STATS.resigned_after_mutation);
-                    assert!(
-                        ours.eq_ignore_ascii_case(&theirs),
-                        "the gateway accepted an edited request that aws-sigv4 signs differently \
+            if differential
+                && i == 0
+                && !spec.v4a
+                && spec.location == SignatureLocation::Headers
+                && let Some((ours, theirs)) = resign(&spec, &req)
+            {
+                count(&STATS.resigned_after_mutation);
+                assert!(
+                    ours.eq_ignore_ascii_case(&theirs),
+                    "the gateway accepted an edited request that aws-sigv4 signs differently \
                          (sent {ours}, aws-sigv4 {theirs})\nrequest: {req:#?}"
-                    );
-                }
+                );
+            }
         }
         if spec.v4a {
             // An ECDSA verification costs ~0.3 ms: one per edited request is enough.

@@ -172,46 +172,8 @@ impl StsEndpoint {
         } else {
             (None, None, collect(body).await?)
         };
-        let mut params = parse_form(&query)?;
-        let is_form = parts
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-        if is_form || (!form.is_empty() && parts.method == http::Method::POST) {
-            let text = std::str::from_utf8(&form)
-                .map_err(|_| bad("InvalidParameterValue", "The form body is not UTF-8."))?;
-            for (k, v) in parse_form(text)? {
-                if params.contains_key(&k) {
-                    return Err(bad(
-                        "InvalidParameterValue",
-                        format!("The parameter {k} is given twice."),
-                    ));
-                }
-                params.insert(k, v);
-            }
-        }
-        match params.get("Version").map(String::as_str) {
-            Some("2011-06-15") => {}
-            Some(v) => {
-                return Err(bad(
-                    "InvalidParameterValue",
-                    format!("Version {v} is not supported; use 2011-06-15."),
-                ));
-            }
-            None => {
-                return Err(bad(
-                    "MissingParameter",
-                    "The request must contain the parameter Version.",
-                ));
-            }
-        }
-        let action = params.get("Action").cloned().ok_or_else(|| {
-            bad(
-                "MissingAction",
-                "The request must contain the parameter Action.",
-            )
-        })?;
+        let params = params_of(&query, &parts.headers, &parts.method, &form)?;
+        let action = action_of(&params)?;
         trail.record.event_name = action.chars().take(64).collect();
         check_parameters(&action, &params)?;
         details.role_arn = params
@@ -498,6 +460,120 @@ fn get_caller_identity(caller: &Principal, request_id: &str) -> String {
         escape(account),
         escape(request_id)
     )
+}
+
+/// The parameters of an STS request, as the Query protocol carries them: those of the
+/// query string and, when the request is a form (`application/x-www-form-urlencoded`) or
+/// a POST with a body, those of the body. A parameter given twice (in either, or in both)
+/// is refused, as are bad escapes and text that is not UTF-8.
+fn params_of(
+    query: &str,
+    headers: &http::HeaderMap,
+    method: &http::Method,
+    form: &[u8],
+) -> Result<HashMap<String, String>, StsError> {
+    let mut params = parse_form(query)?;
+    let is_form = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    if is_form || (!form.is_empty() && *method == http::Method::POST) {
+        let text = std::str::from_utf8(form)
+            .map_err(|_| bad("InvalidParameterValue", "The form body is not UTF-8."))?;
+        for (k, v) in parse_form(text)? {
+            if params.contains_key(&k) {
+                return Err(bad(
+                    "InvalidParameterValue",
+                    format!("The parameter {k} is given twice."),
+                ));
+            }
+            params.insert(k, v);
+        }
+    }
+    Ok(params)
+}
+
+/// `Version` (2011-06-15 only) and `Action`, which every STS request carries.
+fn action_of(params: &HashMap<String, String>) -> Result<String, StsError> {
+    match params.get("Version").map(String::as_str) {
+        Some("2011-06-15") => {}
+        Some(v) => {
+            return Err(bad(
+                "InvalidParameterValue",
+                format!("Version {v} is not supported; use 2011-06-15."),
+            ));
+        }
+        None => {
+            return Err(bad(
+                "MissingParameter",
+                "The request must contain the parameter Version.",
+            ));
+        }
+    }
+    params.get("Action").cloned().ok_or_else(|| {
+        bad(
+            "MissingAction",
+            "The request must contain the parameter Action.",
+        )
+    })
+}
+
+/// The parameters of an STS request (query string, and form body when there is one),
+/// parsed as [`StsEndpoint::handle`] parses them; see `params_of`.
+///
+/// Public as the entry point of the `sts_request` fuzz target (`fuzz/`); the endpoint
+/// itself goes through `handle`.
+pub fn request_params(
+    query: &str,
+    headers: &http::HeaderMap,
+    method: &http::Method,
+    form: &[u8],
+) -> Result<HashMap<String, String>, GatewayError> {
+    params_of(query, headers, method, form).map_err(|StsError(e)| e)
+}
+
+/// What [`check_params`] accepted.
+#[derive(Debug)]
+pub struct CheckedParams {
+    /// `Action`.
+    pub action: String,
+    /// The session tags (`Tags.member.N.Key` / `.Value`), in order.
+    pub tags: Vec<(String, String)>,
+    /// The session duration, seconds.
+    pub duration_secs: i64,
+}
+
+/// The checks the endpoint makes of parsed parameters that need no caller, key or
+/// role, with the functions it uses: `Version` and `Action`, the parameters the action
+/// supports, `RoleSessionName` and `SourceIdentity` (when given), the session tags and
+/// `DurationSeconds` (against a role allowing `role_max_secs`, and role chaining when
+/// `chained`).
+///
+/// Public as an entry point of the `sts_request` fuzz target (`fuzz/`): `handle` runs
+/// the same checks, interleaved with the caller's and the role's.
+pub fn check_params(
+    params: &HashMap<String, String>,
+    role_max_secs: i64,
+    chained: bool,
+) -> Result<CheckedParams, GatewayError> {
+    let checks = || -> Result<_, StsError> {
+        let action = action_of(params)?;
+        check_parameters(&action, params)?;
+        if let Some(name) = params.get("RoleSessionName") {
+            check_name("RoleSessionName", name)?;
+        }
+        if let Some(source) = params.get("SourceIdentity") {
+            check_name("SourceIdentity", source)?;
+        }
+        let tags = session_tags(params)?;
+        let duration_secs = duration(params, role_max_secs, chained)?;
+        Ok(CheckedParams {
+            action,
+            tags,
+            duration_secs,
+        })
+    };
+    checks().map_err(|StsError(e)| e)
 }
 
 /// `DurationSeconds`: default one hour (or the role's cap if lower), at least 900,
