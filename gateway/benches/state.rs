@@ -10,7 +10,12 @@
 //!
 //! Run: `cargo bench -p gateway --bench state`; smoke test: `... -- --test`.
 
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use gateway::sigv4::{Body, Credential, Policy, Request, Secret, Verifier};

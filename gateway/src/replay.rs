@@ -96,6 +96,12 @@ impl ReplayGuard {
         if self.exempt.contains(method) {
             return Ok(());
         }
+        self.remember(verified, now).await
+    }
+
+    /// [`ReplayGuard::check`] without exemptions: for STS calls, which hand out new
+    /// credentials whatever their method.
+    pub async fn remember(&self, verified: &Verified, now: i64) -> Result<(), GatewayError> {
         let seen = match &self.store {
             Store::Memory(cache) => cache.insert(verified.replay_key, verified.valid_until, now),
             Store::Redis(redis, mode) => {

@@ -397,7 +397,15 @@ impl Gateway {
                     let credentials = self.credentials.get();
                     let identity = self.identity(&credentials);
                     Ok(sts
-                        .handle(parts, body, &identity, &rules, ctx, &mut trail)
+                        .handle(
+                            parts,
+                            body,
+                            &identity,
+                            &rules,
+                            ctx,
+                            &mut trail,
+                            self.replay.as_ref(),
+                        )
                         .await)
                 }
                 None => self.pipeline(parts, body, ctx, &mut trail).await,

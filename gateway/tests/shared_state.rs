@@ -618,3 +618,33 @@ async fn replicas_sharing_redis_share_the_buckets() {
     drop(redis);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_assume_role_is_refused_even_when_its_method_is_exempt() {
+    let dir = temp_dir("replay-sts");
+    let demo = start_demo(&dir).await;
+    let sh = shared(&demo).await;
+    let gw = replica(
+        &demo,
+        &sh,
+        replay_config(StoreKind::Memory, &["GET", "POST"]),
+        None,
+    )
+    .await;
+    let c = client(demo.ca_path());
+    let url = format!(
+        "https://{}/sts?Action=AssumeRole&Version=2011-06-15&RoleArn={}&RoleSessionName=replayed",
+        gw.addr,
+        demo::STS_ROLE.replace(':', "%3A").replace('/', "%2F")
+    );
+    let t = SystemTime::now();
+    let assume = || common::signed_for("sts", CHECKOUT, "POST", &url, b"", t, REGION);
+    let first = answer(&c, assume()).await;
+    assert_eq!(first.status, StatusCode::OK, "{first:?}");
+    // The same signed AssumeRole again would hand its sender fresh credentials.
+    let again = answer(&c, assume()).await;
+    assert_eq!(again.status, StatusCode::FORBIDDEN, "{again:?}");
+    gw.shutdown().await;
+    demo.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -11,6 +11,7 @@ use crate::body::{self, GatewayBody};
 use crate::context::RequestContext;
 use crate::error::GatewayError;
 use crate::identity::{IdentitySource, Principal};
+use crate::replay::ReplayGuard;
 use crate::trail::Trail;
 use crate::verify::VerifyStage;
 use authz_rules::Rules;
@@ -100,6 +101,7 @@ impl StsEndpoint {
     }
 
     /// Handles one STS request; every outcome is an XML response.
+    #[allow(clippy::too_many_arguments)]
     pub async fn handle(
         &self,
         mut parts: Parts,
@@ -108,10 +110,20 @@ impl StsEndpoint {
         rules: &Rules,
         ctx: &RequestContext,
         trail: &mut Trail,
+        replay: Option<&ReplayGuard>,
     ) -> Response<GatewayBody> {
         let mut details = StsDetails::default();
         let result = self
-            .dispatch(&mut parts, body, identity, rules, ctx, trail, &mut details)
+            .dispatch(
+                &mut parts,
+                body,
+                identity,
+                rules,
+                ctx,
+                trail,
+                &mut details,
+                replay,
+            )
             .await;
         trail.record.sts = Some(details);
         match result {
@@ -141,6 +153,7 @@ impl StsEndpoint {
         ctx: &RequestContext,
         trail: &mut Trail,
         details: &mut StsDetails,
+        replay: Option<&ReplayGuard>,
     ) -> Result<String, StsError> {
         let query = parts.uri.query().unwrap_or("").to_string();
         let signed = parts.headers.contains_key(http::header::AUTHORIZATION)
@@ -153,6 +166,11 @@ impl StsEndpoint {
                 .is_some_and(|v| v.as_bytes() == b"UNSIGNED-PAYLOAD");
             let authn = self.verify.run(parts, body, identity, ctx.now).await?;
             trail.principal(&authn.principal);
+            // A replayed AssumeRole would hand its sender fresh credentials: STS calls
+            // are checked whatever their method.
+            if let Some(replay) = replay {
+                replay.remember(&authn.verified, ctx.now).await?;
+            }
             let form = collect(authn.body).await?;
             // The body is the operation: it must be covered by the signature. A presigned
             // URL or UNSIGNED-PAYLOAD leaves it free, so STS refuses a body with either.

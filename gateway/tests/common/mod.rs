@@ -27,13 +27,26 @@ pub fn signed(
     time: SystemTime,
     region: &str,
 ) -> Request<Full<Bytes>> {
+    signed_for(SERVICE, key, method, url, body, time, region)
+}
+
+/// [`signed`] for another service (e.g. `sts`).
+pub fn signed_for(
+    service: &str,
+    key: (&str, &str),
+    method: &str,
+    url: &str,
+    body: &[u8],
+    time: SystemTime,
+    region: &str,
+) -> Request<Full<Bytes>> {
     let mut settings = SigningSettings::default();
     settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
     let identity = Credentials::new(key.0, key.1, None, None, "e2e").into();
     let params = v4::SigningParams::builder()
         .identity(&identity)
         .region(region)
-        .name(SERVICE)
+        .name(service)
         .time(time)
         .settings(settings)
         .build()
