@@ -146,7 +146,7 @@ impl Throttle {
     ) -> Result<Verdict, GatewayError> {
         let shape = Shape::new(limit.per, limit.requests, limit.burst);
         let result = match &self.store {
-            Store::Memory(b) => b.check(&key.to_string(), shape, now_ms, consume),
+            Store::Memory(b) => b.check(key, shape, now_ms, consume),
             Store::Redis(r, _) => r.check_bucket(key, shape, now_ms, consume).await,
         };
         let mode = match &self.store {

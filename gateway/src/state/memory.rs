@@ -85,7 +85,7 @@ pub struct Buckets<K> {
     per_shard: usize,
 }
 
-impl<K: Hash + Eq + Clone> Buckets<K> {
+impl<K: Hash + Eq> Buckets<K> {
     /// Buckets for at most `capacity` keys that are not full (a full bucket is
     /// forgotten: it is the same as no entry).
     pub fn new(capacity: usize) -> Buckets<K> {
@@ -98,13 +98,17 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
 
     /// Decides a request for `key` at `now` (ms); `consume` takes a token when allowed
     /// (a peek does not).
-    pub fn check(
+    pub fn check<Q>(
         &self,
-        key: &K,
+        key: &Q,
         shape: Shape,
         now: i64,
         consume: bool,
-    ) -> Result<Verdict, StoreError> {
+    ) -> Result<Verdict, StoreError>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+    {
         let index = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
         let Some(shard) = self.shards.get(index) else {
             return Err(StoreError::Unavailable("rate-limit shard".into()));
@@ -119,7 +123,13 @@ impl<K: Hash + Eq + Clone> Buckets<K> {
                     return Err(StoreError::Full);
                 }
             }
-            map.insert(key.clone(), new_tat);
+            match map.get_mut(key) {
+                Some(tat) => *tat = new_tat,
+                // Owned only when a bucket is new: the common case only borrows.
+                None => {
+                    map.insert(key.to_owned(), new_tat);
+                }
+            }
         }
         Ok(verdict)
     }
